@@ -1,0 +1,6 @@
+"""menda-keyring: short-lived AWS CodeArtifact tokens from menda-cloud for keyring, uv and pip.
+
+Kept empty on purpose: ``keyring`` imports this package at every start-up.
+"""
+
+__version__ = "0.1.0"

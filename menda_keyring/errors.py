@@ -1,0 +1,105 @@
+"""Typed errors of menda-keyring: one base class, one class per thing the user can fix.
+
+Messages name the file, profile and host involved and never a secret or token,
+because keyring prints them verbatim to the terminal and to CI logs. Each error
+can be rebuilt from ``(kind, message, status_code)`` so that the daemon can send
+it over its socket and the shim can raise the very same class.
+"""
+
+from __future__ import annotations
+
+
+class MendaError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    kind = "menda_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(MendaError):
+    """The profile file or the environment is not usable as it stands."""
+
+    kind = "config_error"
+
+
+class ConfigFileNotFoundError(ConfigError):
+    kind = "config_file_not_found"
+
+
+class ProfileNotFoundError(ConfigError):
+    kind = "profile_not_found"
+
+
+class ProfileMissingHostError(ConfigError):
+    kind = "profile_missing_host"
+
+
+class MissingClientCredentialsError(ConfigError):
+    kind = "missing_client_credentials"
+
+
+class InvalidHostError(ConfigError):
+    kind = "invalid_host"
+
+
+class NoCachedLoginError(MendaError):
+    """A u2m profile has no usable token from ``menda auth login``."""
+
+    kind = "no_cached_login"
+
+
+class MendaCloudAPIError(MendaError):
+    """menda-cloud answered with an error, an unusable body, or not at all.
+
+    ``status_code`` is the HTTP status, or None when no answer arrived.
+    """
+
+    kind = "menda_cloud_api_error"
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ResolutionTimeoutError(MendaCloudAPIError):
+    """The whole resolution ran past its ceiling: a keyring call never hangs."""
+
+    kind = "resolution_timeout"
+
+
+_BY_KIND: dict[str, type[MendaError]] = {}
+
+
+def _register() -> None:
+    stack: list[type[MendaError]] = [MendaError]
+    while stack:
+        cls = stack.pop()
+        _BY_KIND[cls.kind] = cls
+        stack.extend(cls.__subclasses__())
+
+
+def error_to_wire(error: MendaError) -> dict[str, object]:
+    """The JSON-safe form of ``error`` the daemon sends to the shim."""
+    return {
+        "kind": error.kind,
+        "message": error.message,
+        "status_code": getattr(error, "status_code", None),
+    }
+
+
+def error_from_wire(data: dict[str, object]) -> MendaError:
+    """Rebuild the typed error the daemon reported; unknown kinds become MendaError."""
+    if not _BY_KIND:
+        _register()
+    cls = _BY_KIND.get(str(data.get("kind")), MendaError)
+    message = str(data.get("message", "menda-credd reported an error"))
+    if issubclass(cls, MendaCloudAPIError):
+        status = data.get("status_code")
+        return cls(message, status if isinstance(status, int) else None)
+    return cls(message)

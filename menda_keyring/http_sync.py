@@ -1,0 +1,83 @@
+"""Send a protocol request with the standard library, for in-process resolution.
+
+urllib rather than aiohttp: ``keyring`` has already imported most of urllib's
+modules, while aiohttp costs about 200 ms to import on every in-process call.
+Proxies come from the usual environment variables, except for loopback hosts.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from .errors import MendaCloudAPIError
+from .identity import is_loopback_host
+from .protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
+
+_openers: dict[bool, urllib.request.OpenerDirector] = {}
+
+
+def _opener(loopback: bool) -> urllib.request.OpenerDirector:
+    """One opener per process; the TLS context honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
+    if loopback not in _openers:
+        context = ssl.create_default_context()
+        proxies = {} if loopback else None
+        _openers[loopback] = urllib.request.build_opener(
+            urllib.request.ProxyHandler(proxies),
+            urllib.request.HTTPSHandler(context=context),
+            _NoRedirect(),
+        )
+    return _openers[loopback]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer to report, never a reason to send the secret elsewhere."""
+
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+
+def send(request: HttpRequest, timeout: float) -> HttpResponse:
+    """Send ``request``; a failure to get any answer is a TransientError with no status."""
+    hostname = urlsplit(request.url).hostname or ""
+    opener = _opener(is_loopback_host(hostname))
+    outgoing = urllib.request.Request(  # noqa: S310 - the URL is a checked http(s) host
+        request.url, data=request.body, headers=dict(request.headers), method=request.method
+    )
+    where = f"menda-cloud {request.url}"
+    try:
+        with opener.open(outgoing, timeout=max(timeout, 0.05)) as answer:
+            return HttpResponse(answer.status, _lower(answer.headers), answer.read(MAX_BODY))
+    except urllib.error.HTTPError as answer:
+        try:
+            body = answer.read(MAX_BODY)
+        except (OSError, ValueError):
+            body = b""
+        finally:
+            answer.close()
+        return HttpResponse(answer.code, _lower(answer.headers), body)
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise MendaCloudAPIError(
+                f"{where}: TLS certificate verification failed ({reason.verify_message}); "
+                "check SSL_CERT_FILE or the system trust store"
+            ) from None
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            raise TransientError(f"{where}: no answer within {timeout:.1f} s") from None
+        text = getattr(reason, "strerror", None) or str(reason)
+        raise TransientError(f"{where}: cannot connect ({text})") from None
+    except TimeoutError:
+        raise TransientError(f"{where}: no answer within {timeout:.1f} s") from None
+    except ssl.SSLError as exc:
+        raise TransientError(f"{where}: TLS error ({exc.reason or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise TransientError(f"{where}: connection failed ({type(exc).__name__})") from None
+
+
+def _lower(headers: object) -> dict[str, str]:
+    items = headers.items() if hasattr(headers, "items") else []
+    return {str(k).lower(): str(v) for k, v in items}

@@ -1,0 +1,113 @@
+"""The token cache file shared with the Menda CLI (contract section 3).
+
+Readers never lock (the file is replaced atomically, so a read sees a whole
+version). Writers hold the lock, re-read, change their own entry and replace the
+file, so the CLI's user tokens and other machines' entries survive. A corrupt
+file is copied aside before it is rewritten: it may hold another program's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .fileutil import ensure_private_dir, write_private_file_atomically
+from .identity import Identity
+from .tokens import AccessToken
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheSnapshot:
+    """What the file held: ``tokens`` when readable, ``corrupt`` when it exists but is not valid."""
+
+    tokens: dict[str, Any]
+    corrupt: bool
+
+
+def read_snapshot(path: Path) -> CacheSnapshot:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return CacheSnapshot({}, corrupt=False)
+    except OSError:
+        return CacheSnapshot({}, corrupt=True)
+    if not raw.strip():
+        return CacheSnapshot({}, corrupt=False)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return CacheSnapshot({}, corrupt=True)
+    if not isinstance(data, dict) or not isinstance(data.get("tokens", {}), dict):
+        return CacheSnapshot({}, corrupt=True)
+    return CacheSnapshot(dict(data.get("tokens", {})), corrupt=False)
+
+
+def entry_to_token(entry: object, identity: Identity) -> AccessToken | None:
+    """The cached token for ``identity`` if well formed and for the same host and type."""
+    if not isinstance(entry, dict):
+        return None
+    token = entry.get("access_token")
+    expires_at = entry.get("expires_at")
+    if (
+        not isinstance(token, str)
+        or not token
+        or isinstance(expires_at, bool)
+        or not isinstance(expires_at, (int, float))
+        or entry.get("auth_type") != identity.auth_type
+        or not isinstance(entry.get("host"), str)
+        or entry["host"].rstrip("/") != identity.host
+    ):
+        return None
+    return AccessToken(token, float(expires_at), identity.host, identity.auth_type)
+
+
+def lookup(path: Path, identity: Identity, now: float) -> AccessToken | None:
+    """A usable cached token for ``identity``, or None."""
+    token = entry_to_token(read_snapshot(path).tokens.get(identity.cache_key), identity)
+    return token if token is not None and token.usable(now) else None
+
+
+def lock_path_for(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def store(path: Path, identity: Identity, token: AccessToken) -> None:
+    """Write ``token`` under ``identity.cache_key``; the caller holds the lock."""
+    ensure_private_dir(path.parent)
+    snapshot = read_snapshot(path)
+    if snapshot.corrupt:
+        _keep_corrupt_copy(path)
+    tokens = dict(snapshot.tokens)
+    tokens[identity.cache_key] = {
+        "access_token": token.token,
+        "token_type": "Bearer",
+        "expires_at": int(token.expires_at),
+        "host": identity.host,
+        "auth_type": identity.auth_type,
+    }
+    payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
+    write_private_file_atomically(path, payload.encode("utf-8"))
+
+
+def drop(path: Path, identity: Identity, rejected: str) -> None:
+    """Forget a machine token menda-cloud rejected, unless another writer already replaced it."""
+    snapshot = read_snapshot(path)
+    entry = snapshot.tokens.get(identity.cache_key)
+    if snapshot.corrupt or not isinstance(entry, dict) or entry.get("access_token") != rejected:
+        return
+    tokens = {k: v for k, v in snapshot.tokens.items() if k != identity.cache_key}
+    payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
+    write_private_file_atomically(path, payload.encode("utf-8"))
+
+
+def _keep_corrupt_copy(path: Path) -> None:
+    backup = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{os.getpid()}")
+    with contextlib.suppress(OSError):
+        write_private_file_atomically(backup, path.read_bytes())
