@@ -1,0 +1,680 @@
+"""A faithful fake of menda-cloud (docs/menda-cloud-api.md), on a real loopback HTTP server.
+
+In process::
+
+    with FakeMendaCloud() as cloud:
+        cloud.add_client("ci", "s3cret")
+        ... cloud.url, cloud.counts(), cloud.inject("registry", status=503, retry_after=2)
+
+From another process, :class:`FakeCloudControl` offers the same methods over ``/_fake/*``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from tests.fakes._server import QuietHandler, QuietHTTPServer, ServerRunner
+
+DEFAULT_DOMAIN = "menda-private"
+DEFAULT_OWNER = "058264169513"
+DEFAULT_REGION = "eu-west-1"
+ENDPOINTS = ("oauth", "registry")
+
+_DEFAULT_ERRORS: dict[str, dict[int, str]] = {
+    "oauth": {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client"},
+    "registry": {
+        400: "invalid_request",
+        401: "invalid_token",
+        403: "forbidden",
+        404: "unknown_registry",
+    },
+}
+_GENERIC_ERRORS = {429: "too_many_requests", 500: "internal_error", 502: "bad_gateway"}
+_GENERIC_ERRORS.update({503: "service_unavailable", 504: "gateway_timeout"})
+
+
+def rfc3339(ts: float) -> str:
+    """Format a Unix time as RFC 3339 UTC with whole seconds and a ``Z``."""
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_error_body(endpoint: str, status: int) -> dict[str, str]:
+    """A contract-shaped JSON error for ``status`` on ``endpoint``."""
+    code = _DEFAULT_ERRORS.get(endpoint, {}).get(status) or _GENERIC_ERRORS.get(status, "error")
+    text = f"injected fault: HTTP {status}"
+    if endpoint == "oauth":
+        return {"error": code, "error_description": text}
+    return {"error": code, "message": text}
+
+
+def _header_value(value: int | float | str) -> str:
+    """Render a Retry-After value: ``2.0`` -> ``"2"``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour, consumed by one request to its endpoint."""
+
+    endpoint: str
+    status: int | None = None
+    body: str | bytes | dict[str, Any] | list[Any] | None = None
+    retry_after: int | float | str | None = None
+    delay: float = 0.0
+    content_type: str | None = None
+    expired: bool = False
+    close: bool = False
+
+
+@dataclass
+class AccessToken:
+    """A Menda access token (machine or user) as the fake remembers it."""
+
+    identity: str
+    expires_at: float
+    revoked: bool = False
+
+
+@dataclass
+class RegistryToken:
+    """A CodeArtifact authorization token issued by the exchange."""
+
+    domain: str
+    owner: str
+    region: str
+    expires_at: float
+    identity: str
+    revoked: bool = False
+
+
+class FakeMendaCloud(ServerRunner):
+    """In-process fake menda-cloud: ``/oauth2/token``, the registry exchange and ``/_fake/*``.
+
+    ``prefix`` (e.g. ``"/menda"``) mounts everything below a path prefix, like a gateway.
+    ``clock`` replaces ``time.time`` for expiry decisions (tests of expiry without sleeping).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        prefix: str = "",
+        machine_token_lifetime: int = 3600,
+        registry_token_lifetime: int = 43200,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.host = host
+        self._bind_port = port
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.machine_token_lifetime = machine_token_lifetime
+        self.registry_token_lifetime = registry_token_lifetime
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.clients: dict[str, str] = {}
+        self.known_domains: set[tuple[str, str]] = {(DEFAULT_DOMAIN, DEFAULT_OWNER)}
+        self.forbidden: set[tuple[str, str]] = set()  # (identity, domain)
+        self.access_tokens: dict[str, AccessToken] = {}
+        self.issued_registry_tokens: dict[str, RegistryToken] = {}
+        self._faults: dict[str, deque[Fault]] = {ep: deque() for ep in ENDPOINTS}
+        self._counts: dict[str, int] = {}
+        self.reset_counts()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _make_server(self) -> QuietHTTPServer:
+        server = QuietHTTPServer((self.host, self._bind_port), _CloudHandler)
+        server.cloud = self  # type: ignore[attr-defined]
+        return server
+
+    @property
+    def url(self) -> str:
+        """Base URL (the profile ``host``), e.g. ``http://127.0.0.1:PORT`` (+ prefix)."""
+        return f"http://{self.host}:{self.port}{self.prefix}"
+
+    def start(self) -> FakeMendaCloud:
+        """Start serving; returns self."""
+        super().start()
+        return self
+
+    def __enter__(self) -> FakeMendaCloud:
+        return self.start()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def add_client(self, client_id: str, secret: str) -> None:
+        """Register (or re-key) a machine client."""
+        with self.lock:
+            self.clients[client_id] = secret
+
+    def remove_client(self, client_id: str) -> None:
+        """Unregister a machine client (its existing tokens stay valid)."""
+        with self.lock:
+            self.clients.pop(client_id, None)
+
+    def add_domain(self, domain: str, owner: str = DEFAULT_OWNER) -> None:
+        """Make ``(domain, owner)`` a known CodeArtifact domain of this tenant."""
+        with self.lock:
+            self.known_domains.add((domain, owner))
+
+    def forbid(self, identity: str, domain: str) -> None:
+        """Make ``identity`` (``client:<id>`` / ``user:<name>``) get 403 for ``domain``."""
+        with self.lock:
+            self.forbidden.add((identity, domain))
+
+    def allow(self, identity: str, domain: str) -> None:
+        """Undo :meth:`forbid`."""
+        with self.lock:
+            self.forbidden.discard((identity, domain))
+
+    def configure(
+        self,
+        machine_token_lifetime: int | None = None,
+        registry_token_lifetime: int | None = None,
+    ) -> None:
+        """Change token lifetimes (seconds) for tokens issued from now on."""
+        with self.lock:
+            if machine_token_lifetime is not None:
+                self.machine_token_lifetime = int(machine_token_lifetime)
+            if registry_token_lifetime is not None:
+                self.registry_token_lifetime = int(registry_token_lifetime)
+
+    def _new_access_token(self, identity: str, lifetime: float, prefix: str) -> tuple[str, float]:
+        token = prefix + secrets.token_urlsafe(32)
+        expires_at = self.clock() + lifetime
+        with self.lock:
+            self.access_tokens[token] = AccessToken(identity, expires_at)
+        return token, expires_at
+
+    def issue_user_token(self, user: str = "alice", lifetime: int = 3600) -> tuple[str, int]:
+        """Mint a user (u2m) access token as ``menda auth login`` would; returns (token, exp)."""
+        expires_at = int(self.clock()) + int(lifetime)
+        token = "mut_" + secrets.token_urlsafe(32)
+        with self.lock:
+            self.access_tokens[token] = AccessToken(f"user:{user}", expires_at)
+        return token, expires_at
+
+    def revoke(self, token: str) -> bool:
+        """Revoke an access or registry token; False if unknown."""
+        with self.lock:
+            entry = self.access_tokens.get(token) or self.issued_registry_tokens.get(token)
+            if entry is None:
+                return False
+            entry.revoked = True
+            return True
+
+    def revoke_all(self) -> int:
+        """Revoke every Menda access token issued so far; returns how many."""
+        with self.lock:
+            for entry in self.access_tokens.values():
+                entry.revoked = True
+            return len(self.access_tokens)
+
+    def access_token_identity(self, token: str) -> str | None:
+        """The identity of a live (issued, unexpired, unrevoked) access token, else None."""
+        with self.lock:
+            entry = self.access_tokens.get(token)
+            if entry is None or entry.revoked or entry.expires_at <= self.clock():
+                return None
+            return entry.identity
+
+    def is_valid_registry_token(self, token: str, domain: str | None = None) -> bool:
+        """True if ``token`` was issued here, is unexpired and unrevoked (and for ``domain``)."""
+        with self.lock:
+            entry = self.issued_registry_tokens.get(token)
+            if entry is None or entry.revoked or entry.expires_at <= self.clock():
+                return False
+            return domain is None or entry.domain == domain
+
+    def registry_tokens(self) -> list[dict[str, Any]]:
+        """Every issued registry token with its scope and expiry (a fake: tokens included)."""
+        with self.lock:
+            return [
+                {"token": tok, **asdict(entry)}
+                for tok, entry in self.issued_registry_tokens.items()
+            ]
+
+    # -- counters and faults -------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Requests per endpoint and 200 answers: ``oauth``, ``oauth_ok``, ``registry``, ..."""
+        with self.lock:
+            return dict(self._counts)
+
+    def reset_counts(self) -> None:
+        """Zero the counters."""
+        with self.lock:
+            self._counts = {"oauth": 0, "oauth_ok": 0, "registry": 0, "registry_ok": 0}
+
+    def _count(self, key: str) -> None:
+        with self.lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def inject(
+        self,
+        endpoint: str,
+        status: int | None = None,
+        body: str | bytes | dict[str, Any] | list[Any] | None = None,
+        retry_after: int | float | str | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+        content_type: str | None = None,
+        expired: bool = False,
+        close: bool = False,
+    ) -> None:
+        """Queue a fault for the next ``times`` requests to ``endpoint`` (FIFO).
+
+        ``delay``: sleep first. ``close``: drop the connection unanswered. ``status``: answer
+        that (``body`` defaults to a contract-shaped JSON error). ``retry_after``: add the
+        header. ``expired``: a normal 200 whose token is already expired (registry) or
+        ``expires_in=1`` (oauth). Without ``status``/``close`` the request is served normally.
+        """
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {ENDPOINTS}, not {endpoint!r}")
+        fault = Fault(endpoint, status, body, retry_after, float(delay), content_type)
+        fault.expired, fault.close = bool(expired), bool(close)
+        with self.lock:
+            for _ in range(max(0, int(times))):
+                self._faults[endpoint].append(Fault(**asdict(fault)))
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self.lock:
+            for queue in self._faults.values():
+                queue.clear()
+
+    def pending_faults(self, endpoint: str) -> int:
+        """How many faults are still queued for ``endpoint``."""
+        with self.lock:
+            return len(self._faults[endpoint])
+
+    def _next_fault(self, endpoint: str) -> Fault | None:
+        with self.lock:
+            queue = self._faults[endpoint]
+            return queue.popleft() if queue else None
+
+
+class _CloudHandler(QuietHandler):
+    """Request handler; the fake's state lives on ``self.server.cloud``."""
+
+    @property
+    def cloud(self) -> FakeMendaCloud:
+        return self.server.cloud  # type: ignore[attr-defined]
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        body = self.read_body()
+        parsed = urllib.parse.urlsplit(self.path)
+        path = parsed.path
+        prefix = self.cloud.prefix
+        if prefix:
+            if path != prefix and not path.startswith(prefix + "/"):
+                self.send_json(404, {"error": "not_found", "message": f"no route {path}"})
+                return
+            path = path[len(prefix) :] or "/"
+        path = path.rstrip("/") or "/"
+        if path == "/oauth2/token":
+            if method != "POST":
+                self.send_json(405, {"error": "invalid_request"}, {"Allow": "POST"})
+                return
+            self._with_faults("oauth", body, self._oauth)
+        elif path == "/api/v1/auth/registry/token":
+            if method != "POST":
+                self.send_json(405, {"error": "invalid_request"}, {"Allow": "POST"})
+                return
+            self._with_faults("registry", body, self._registry)
+        elif path.startswith("/_fake/"):
+            self._control(method, path[len("/_fake/") :], body, parsed.query)
+        else:
+            self.send_json(404, {"error": "not_found", "message": f"no route {path}"})
+
+    def _with_faults(
+        self,
+        endpoint: str,
+        body: bytes,
+        serve: Callable[[bytes, Fault | None], tuple[int, dict[str, Any], dict[str, str]]],
+    ) -> None:
+        cloud = self.cloud
+        cloud._count(endpoint)
+        fault = cloud._next_fault(endpoint)
+        if fault is not None and fault.delay > 0:
+            cloud.stopping.wait(fault.delay)
+        if fault is not None and fault.close:
+            self.close_connection = True
+            return
+        headers: dict[str, str] = {}
+        if fault is not None and fault.retry_after is not None:
+            headers["Retry-After"] = _header_value(fault.retry_after)
+        if fault is not None and fault.status is not None:
+            status, payload, ctype = self._fault_payload(fault)
+            if status == 200:
+                cloud._count(endpoint + "_ok")
+            self.send_bytes(status, payload, ctype, headers)
+            return
+        status, obj, extra = serve(body, fault)
+        headers.update(extra)
+        if status == 200:
+            cloud._count(endpoint + "_ok")
+        self.send_json(status, obj, headers)
+
+    @staticmethod
+    def _fault_payload(fault: Fault) -> tuple[int, bytes, str | None]:
+        status = int(fault.status or 500)
+        body = fault.body
+        if body is None:
+            return (
+                status,
+                json.dumps(default_error_body(fault.endpoint, status)).encode(),
+                (fault.content_type or "application/json"),
+            )
+        if isinstance(body, (dict, list)):
+            return status, json.dumps(body).encode(), fault.content_type or "application/json"
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        ctype = fault.content_type
+        if ctype is None:
+            try:
+                json.loads(raw)
+                ctype = "application/json"
+            except ValueError:
+                ctype = "text/plain; charset=utf-8"
+        return status, raw, ctype
+
+    def _content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+    # -- section 1: OAuth2 client credentials --------------------------------------------
+
+    def _oauth(
+        self, body: bytes, fault: Fault | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        cloud = self.cloud
+        no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+        def error(status: int, code: str, text: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+            return status, {"error": code, "error_description": text}, no_store
+
+        if self._content_type() != "application/x-www-form-urlencoded":
+            return error(400, "invalid_request", "Content-Type must be form-urlencoded")
+        try:
+            form = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return error(400, "invalid_request", "malformed form body")
+        for key, values in form.items():
+            if len(values) > 1:
+                return error(400, "invalid_request", f"parameter {key} repeated")
+        params = {k: v[0] for k, v in form.items()}
+        if params.get("grant_type") != "client_credentials":
+            return error(400, "invalid_request", "grant_type must be client_credentials")
+        client_id, secret = params.get("client_id"), params.get("client_secret")
+        if not client_id or not secret:
+            return error(400, "invalid_request", "client_id and client_secret are required")
+        with cloud.lock:
+            expected = cloud.clients.get(client_id)
+            lifetime = cloud.machine_token_lifetime
+        if expected is None or not secrets.compare_digest(expected, secret):
+            return error(401, "invalid_client", "unknown client or bad secret")
+        if fault is not None and fault.expired:
+            lifetime = 1
+        lifetime = max(1, int(lifetime))
+        token, _ = cloud._new_access_token(f"client:{client_id}", lifetime, "mat_")
+        answer = {"access_token": token, "token_type": "Bearer", "expires_in": lifetime}
+        return 200, answer, no_store
+
+    # -- section 2: registry token exchange ----------------------------------------------
+
+    def _registry(
+        self, body: bytes, fault: Fault | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        cloud = self.cloud
+
+        def error(
+            status: int, code: str, text: str, headers: dict[str, str] | None = None
+        ) -> tuple[int, dict[str, Any], dict[str, str]]:
+            return status, {"error": code, "message": text}, headers or {}
+
+        auth = self.headers.get("Authorization", "")
+        scheme, _, bearer = auth.partition(" ")
+        bearer = bearer.strip()
+        if scheme.lower() != "bearer" or not bearer:
+            return error(
+                401, "invalid_token", "missing bearer token", {"WWW-Authenticate": "Bearer"}
+            )
+        identity = cloud.access_token_identity(bearer)
+        if identity is None:
+            return error(
+                401,
+                "invalid_token",
+                "access token is unknown, expired or revoked",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if self._content_type() != "application/json":
+            return error(400, "invalid_request", "Content-Type must be application/json")
+        try:
+            req = json.loads(body)
+        except ValueError:
+            return error(400, "invalid_request", "body is not JSON")
+        if not isinstance(req, dict):
+            return error(400, "invalid_request", "body must be a JSON object")
+        if req.get("registry") != "codeartifact":
+            return error(400, "invalid_request", "registry must be 'codeartifact'")
+        fields = {k: req.get(k) for k in ("domain", "domain_owner", "region")}
+        for key, value in fields.items():
+            if not isinstance(value, str) or not value:
+                return error(400, "invalid_request", f"{key} must be a non-empty string")
+        domain, owner, region = fields["domain"], fields["domain_owner"], fields["region"]
+        assert isinstance(domain, str) and isinstance(owner, str) and isinstance(region, str)
+        with cloud.lock:
+            known = (domain, owner) in cloud.known_domains
+            forbidden = (identity, domain) in cloud.forbidden
+            lifetime = cloud.registry_token_lifetime
+        if not known:
+            return error(404, "unknown_registry", f"no domain {domain}-{owner} for this tenant")
+        if forbidden:
+            return error(403, "forbidden", f"{identity} may not use domain {domain}")
+        now = cloud.clock()
+        expires_at = float(math.floor(now) + int(lifetime))
+        if fault is not None and fault.expired:
+            expires_at = float(math.floor(now) - 60)
+        token = "caat_" + secrets.token_urlsafe(48)
+        with cloud.lock:
+            cloud.issued_registry_tokens[token] = RegistryToken(
+                domain, owner, region, expires_at, identity
+            )
+        return 200, {"token": token, "expiration": rfc3339(expires_at), "username": "aws"}, {}
+
+    # -- /_fake/* control plane ----------------------------------------------------------
+
+    def _control(self, method: str, name: str, body: bytes, query: str) -> None:
+        cloud = self.cloud
+        try:
+            args: dict[str, Any] = json.loads(body) if body.strip() else {}
+            if not isinstance(args, dict):
+                raise ValueError("control body must be a JSON object")
+        except ValueError as exc:
+            self.send_json(400, {"error": "invalid_request", "message": str(exc)})
+            return
+        qs = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+        route = (method, name)
+        try:
+            if route == ("GET", "counts"):
+                result: Any = cloud.counts()
+            elif route == ("POST", "reset"):
+                cloud.reset_counts()
+                if args.get("faults"):
+                    cloud.clear_faults()
+                result = cloud.counts()
+            elif route == ("POST", "clients"):
+                cloud.add_client(str(args["client_id"]), str(args["secret"]))
+                result = {"ok": True}
+            elif route == ("POST", "domains"):
+                cloud.add_domain(str(args["domain"]), str(args.get("owner", DEFAULT_OWNER)))
+                result = {"ok": True}
+            elif route == ("POST", "forbid"):
+                cloud.forbid(str(args["identity"]), str(args["domain"]))
+                result = {"ok": True}
+            elif route == ("POST", "allow"):
+                cloud.allow(str(args["identity"]), str(args["domain"]))
+                result = {"ok": True}
+            elif route == ("POST", "user-token"):
+                token, exp = cloud.issue_user_token(
+                    str(args.get("user", "alice")), int(args.get("lifetime", 3600))
+                )
+                result = {"token": token, "expires_at": exp}
+            elif route == ("POST", "config"):
+                cloud.configure(
+                    args.get("machine_token_lifetime"), args.get("registry_token_lifetime")
+                )
+                result = {
+                    "machine_token_lifetime": cloud.machine_token_lifetime,
+                    "registry_token_lifetime": cloud.registry_token_lifetime,
+                }
+            elif route == ("POST", "faults"):
+                cloud.inject(**args)
+                result = {"pending": cloud.pending_faults(str(args["endpoint"]))}
+            elif route == ("POST", "clear-faults"):
+                cloud.clear_faults()
+                result = {"ok": True}
+            elif route == ("POST", "revoke"):
+                if args.get("all"):
+                    result = {"revoked": cloud.revoke_all()}
+                else:
+                    result = {"revoked": int(cloud.revoke(str(args["token"])))}
+            elif route == ("GET", "registry-tokens"):
+                result = cloud.registry_tokens()
+            elif route == ("GET", "validate"):
+                valid = cloud.is_valid_registry_token(qs.get("token", ""), qs.get("domain"))
+                result = {"valid": valid}
+            else:
+                self.send_json(404, {"error": "not_found", "message": f"no control {route}"})
+                return
+        except (KeyError, TypeError, ValueError) as exc:
+            self.send_json(400, {"error": "invalid_request", "message": repr(exc)})
+            return
+        self.send_json(200, result)
+
+
+class FakeCloudControl:
+    """Drives a fake menda-cloud running elsewhere through ``/_fake/*``.
+
+    Offers the same method names as :class:`FakeMendaCloud`, so tests can take either.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, name: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        url = f"{self.url}/_fake/{name}"
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {url}")
+        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")
+            raise RuntimeError(f"fake control {name} failed: {exc.code} {detail}") from None
+
+    def counts(self) -> dict[str, int]:
+        """Request counters (see :meth:`FakeMendaCloud.counts`)."""
+        return self._call("GET", "counts")
+
+    def reset_counts(self) -> None:
+        """Zero the counters."""
+        self._call("POST", "reset", {})
+
+    def add_client(self, client_id: str, secret: str) -> None:
+        """Register a machine client."""
+        self._call("POST", "clients", {"client_id": client_id, "secret": secret})
+
+    def add_domain(self, domain: str, owner: str = DEFAULT_OWNER) -> None:
+        """Add a known domain."""
+        self._call("POST", "domains", {"domain": domain, "owner": owner})
+
+    def forbid(self, identity: str, domain: str) -> None:
+        """403 for ``identity`` on ``domain``."""
+        self._call("POST", "forbid", {"identity": identity, "domain": domain})
+
+    def allow(self, identity: str, domain: str) -> None:
+        """Undo :meth:`forbid`."""
+        self._call("POST", "allow", {"identity": identity, "domain": domain})
+
+    def issue_user_token(self, user: str = "alice", lifetime: int = 3600) -> tuple[str, int]:
+        """Mint a user access token; returns (token, expires_at)."""
+        out = self._call("POST", "user-token", {"user": user, "lifetime": lifetime})
+        return out["token"], int(out["expires_at"])
+
+    def configure(
+        self,
+        machine_token_lifetime: int | None = None,
+        registry_token_lifetime: int | None = None,
+    ) -> None:
+        """Change token lifetimes."""
+        self._call(
+            "POST",
+            "config",
+            {
+                "machine_token_lifetime": machine_token_lifetime,
+                "registry_token_lifetime": registry_token_lifetime,
+            },
+        )
+
+    def inject(self, endpoint: str, **kwargs: Any) -> None:
+        """Queue a fault (same keywords as :meth:`FakeMendaCloud.inject`)."""
+        self._call("POST", "faults", {"endpoint": endpoint, **kwargs})
+
+    def clear_faults(self) -> None:
+        """Drop queued faults."""
+        self._call("POST", "clear-faults", {})
+
+    def revoke(self, token: str) -> bool:
+        """Revoke one token."""
+        return bool(self._call("POST", "revoke", {"token": token})["revoked"])
+
+    def revoke_all(self) -> int:
+        """Revoke every access token."""
+        return int(self._call("POST", "revoke", {"all": True})["revoked"])
+
+    def registry_tokens(self) -> list[dict[str, Any]]:
+        """Issued registry tokens."""
+        return self._call("GET", "registry-tokens")
+
+    def is_valid_registry_token(self, token: str, domain: str | None = None) -> bool:
+        """Ask the fake whether a registry token is live (for ``domain``)."""
+        query = {"token": token, **({"domain": domain} if domain is not None else {})}
+        return bool(self._call("GET", "validate?" + urllib.parse.urlencode(query))["valid"])
+
+
+# Control traffic is loopback: never send it through an HTTP(S)_PROXY from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
