@@ -1,0 +1,8 @@
+"""menda-credd: the per-user credential daemon behind the menda-keyring shim.
+
+It speaks the wire protocol of :mod:`menda_keyring.wire` on a private Unix socket,
+keeps CodeArtifact tokens in memory only, single-flights exchanges with
+menda-cloud and refreshes tokens in use before they expire.
+"""
+
+__version__ = "0.1.0"

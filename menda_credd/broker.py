@@ -1,0 +1,464 @@
+"""The daemon's token engine: registry tokens in memory, single-flight, refreshed ahead.
+
+Registry tokens are keyed by ``(identity.fingerprint, RegistryTarget)``: one token
+serves every repository of a domain. They live in memory only and are never
+written anywhere. Menda machine access tokens are kept in memory too and are read
+from, and written through to, the on-disk cache shared with in-process callers and
+the Menda CLI (under the same flock, in a worker thread so the loop never blocks).
+User (u2m) tokens are read from that cache whenever one is needed, so a new
+``menda auth login`` is noticed without restarting the daemon.
+
+Every decision about what menda-cloud's answers mean comes from
+``menda_keyring.protocol`` and ``menda_keyring.resolver``, so the daemon answers
+exactly what in-process resolution would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from menda_keyring.errors import MendaCloudAPIError, MendaError
+from menda_keyring.identity import Identity, token_cache_path
+from menda_keyring.protocol import (
+    AccessTokenRejected,
+    HttpRequest,
+    HttpResponse,
+    TransientError,
+    parse_registry_response,
+    registry_request,
+)
+from menda_keyring.resolver import Deadline, InProcessResolver
+from menda_keyring.retry import DEFAULT_CEILING, RetryPolicy, call_timeout
+from menda_keyring.tokens import AccessToken, RegistryToken
+from menda_keyring.urls import RegistryTarget
+
+from . import refresh
+
+log = logging.getLogger("menda_credd.broker")
+
+AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
+Key = tuple[str, RegistryTarget]
+
+DEFAULT_IDLE_TIMEOUT = 8 * 3600.0
+MAX_UPSTREAM = 4
+COUNTERS = (
+    "requests",
+    "hits",
+    "waits",
+    "exchanges_oauth",
+    "exchanges_registry",
+    "refreshes",
+    "refresh_failures",
+    "failures",
+    "entries_dropped",
+    "peer_rejections",
+    "connections",
+    "connections_refused",
+    "bad_requests",
+)
+
+
+@dataclass(eq=False)
+class Entry:
+    """One (identity, CodeArtifact domain) the daemon keeps a token for."""
+
+    key: Key
+    identity: Identity
+    target: RegistryTarget
+    home: Path
+    last_used: float
+    token: RegistryToken | None = None
+    flight: asyncio.Task[RegistryToken] | None = field(default=None, repr=False)
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    refresh_at: float | None = None
+    last_refresh: float | None = None
+    refresh_failures: int = 0
+    requests: int = 0
+    last_error: str | None = None
+
+
+class Broker:
+    """Owns every entry and the single flights; all methods run on the event loop."""
+
+    def __init__(
+        self,
+        send: AsyncSend,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        policy: RetryPolicy | None = None,
+        max_upstream: int = MAX_UPSTREAM,
+    ) -> None:
+        self._send_upstream = send
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.rand = rand
+        self.policy = policy or RetryPolicy()
+        self.entries: dict[Key, Entry] = {}
+        self.access: dict[str, AccessToken] = {}
+        self.oauth_flights: dict[str, asyncio.Task[AccessToken]] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._upstream = asyncio.Semaphore(max_upstream)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def count(self, name: str, by: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    # -- requests ----------------------------------------------------------------------
+
+    def peek(self, identity: Identity, target: RegistryTarget) -> RegistryToken | None:
+        """A servable token already in memory (the hot path), else None."""
+        entry = self.entries.get((identity.fingerprint, target))
+        if entry is None or entry.token is None:
+            return None
+        now = self.clock()
+        if not entry.token.servable(now):
+            return None
+        entry.last_used = now
+        entry.requests += 1
+        self.count("hits")
+        return entry.token
+
+    async def get(
+        self, identity: Identity, target: RegistryTarget, home: Path, deadline: Deadline
+    ) -> RegistryToken:
+        """A servable token for ``(identity, target)``; waits on (or starts) the one exchange."""
+        token = self.peek(identity, target)
+        if token is not None:
+            return token
+        key = (identity.fingerprint, target)
+        now = self.clock()
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = Entry(key, identity, target, home, last_used=now)
+            self.entries[key] = entry
+        entry.identity, entry.home, entry.last_used = identity, home, now
+        entry.requests += 1
+        self.count("waits")
+        if entry.flight is None:
+            entry.flight = self._start_flight(entry, deadline, background=False)
+        flight = entry.flight
+        try:
+            return await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
+        except asyncio.TimeoutError:
+            raise deadline.expired_error("waiting for menda-cloud registry/token") from None
+
+    # -- flights -----------------------------------------------------------------------
+
+    def _start_flight(
+        self, entry: Entry, deadline: Deadline, background: bool
+    ) -> asyncio.Task[RegistryToken]:
+        task = self.loop.create_task(self._fetch(entry, deadline, background))
+
+        def done(t: asyncio.Task[RegistryToken]) -> None:
+            if entry.flight is t:
+                entry.flight = None
+            if not t.cancelled():
+                t.exception()  # retrieved: background failures are handled in _fetch
+            self._after_flight(entry)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _fetch(self, entry: Entry, deadline: Deadline, background: bool) -> RegistryToken:
+        what = "refresh" if background else "exchange"
+        log.debug("%s for %s, domain %s", what, entry.identity.label, _domain(entry.target))
+        try:
+            token = await self._resolve(entry.identity, entry.target, entry.home, deadline)
+        except MendaError as exc:
+            entry.last_error = exc.kind
+            if background:
+                self.count("refresh_failures")
+                entry.refresh_failures += 1
+                log.warning(
+                    "refresh failed for %s, domain %s (%s); %s",
+                    entry.identity.label,
+                    _domain(entry.target),
+                    exc.kind,
+                    "still serving the current token"
+                    if entry.token is not None and entry.token.servable(self.clock())
+                    else "the current token has run out",
+                )
+            else:
+                self.count("failures")
+                log.info(
+                    "exchange failed for %s, domain %s: %s",
+                    entry.identity.label,
+                    _domain(entry.target),
+                    exc.kind,
+                )
+            raise
+        entry.token = token
+        entry.last_refresh = self.clock()
+        entry.last_error = None
+        entry.refresh_failures = 0
+        entry.refresh_at = refresh.refresh_due(token.issued_at, token.expires_at, self.rand())
+        if background:
+            self.count("refreshes")
+        log.info(
+            "%s token for %s, domain %s, valid %.0f s",
+            "refreshed" if background else "new",
+            entry.identity.label,
+            _domain(entry.target),
+            token.lifetime,
+        )
+        return token
+
+    def _after_flight(self, entry: Entry) -> None:
+        """Arm the entry's one timer, or drop it when there is nothing worth keeping."""
+        if self._closed or self.entries.get(entry.key) is not entry or entry.flight is not None:
+            return
+        now = self.clock()
+        if entry.token is None or not entry.token.servable(now):
+            self._drop(entry, "no servable token")
+            return
+        if entry.refresh_failures:
+            left = entry.token.remaining(now) - entry.token.min_remaining()
+            delay = refresh.retry_delay(entry.refresh_failures, self.rand(), time_left=left)
+            entry.refresh_at = now + delay
+        self._arm(entry)
+
+    def _arm(self, entry: Entry) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+        when = refresh.next_wakeup(entry.refresh_at, entry.last_used, self.idle_timeout)
+        entry.timer = self.loop.call_later(max(when - self.clock(), 0.0), self._wake, entry)
+
+    def _wake(self, entry: Entry) -> None:
+        entry.timer = None
+        if self._closed or self.entries.get(entry.key) is not entry:
+            return
+        now = self.clock()
+        if refresh.is_idle(now, entry.last_used, self.idle_timeout):
+            self._drop(entry, "idle")
+            return
+        if entry.refresh_at is not None and now >= entry.refresh_at:
+            if entry.flight is None:
+                entry.refresh_at = None
+                entry.flight = self._start_flight(entry, Deadline(DEFAULT_CEILING), True)
+            return  # the flight arms the next timer when it lands
+        self._arm(entry)
+
+    def _drop(self, entry: Entry, why: str) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if self.entries.get(entry.key) is entry:
+            del self.entries[entry.key]
+            self.count("entries_dropped")
+            log.info("dropped %s, domain %s (%s)", entry.identity.label, _domain(entry.target), why)
+
+    def close(self) -> None:
+        """Stop every timer and background flight (shutdown)."""
+        self._closed = True
+        for entry in list(self.entries.values()):
+            if entry.timer is not None:
+                entry.timer.cancel()
+            if entry.flight is not None:
+                entry.flight.cancel()
+        for flight in self.oauth_flights.values():
+            flight.cancel()
+        self.entries.clear()
+        self.access.clear()
+
+    # -- the resolution itself (mirrors menda_keyring.resolver) ------------------------
+
+    async def _resolve(
+        self, identity: Identity, target: RegistryTarget, home: Path, deadline: Deadline
+    ) -> RegistryToken:
+        cache = token_cache_path(home)
+        access = await self._access_token(identity, home, cache, deadline)
+        try:
+            return await self._exchange(identity, access, target, deadline)
+        except AccessTokenRejected:
+            access = await self._access_token(identity, home, cache, deadline, access.token)
+            try:
+                return await self._exchange(identity, access, target, deadline)
+            except AccessTokenRejected as again:
+                raise MendaCloudAPIError(
+                    f"{again.message}, also with a freshly issued token", 401
+                ) from None
+
+    async def _exchange(
+        self, identity: Identity, access: AccessToken, target: RegistryTarget, deadline: Deadline
+    ) -> RegistryToken:
+        request = registry_request(identity.host, access.token, target)
+        token = await self._call_with_retries(
+            request,
+            lambda r: parse_registry_response(r, identity, target, self.clock()),
+            deadline,
+        )
+        assert isinstance(token, RegistryToken)
+        return token
+
+    async def _call_with_retries(
+        self, request: HttpRequest, parse: Callable[[HttpResponse], Any], deadline: Deadline
+    ) -> Any:
+        """``menda_keyring.resolver.call_with_retries``, awaiting instead of sleeping."""
+        attempt = 0
+        while True:
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise deadline.expired_error(f"calling menda-cloud {request.what}")
+            attempt += 1
+            try:
+                return parse(await self.send(request, call_timeout(remaining)))
+            except TransientError as exc:
+                wait = self.policy.delay(attempt, exc.retry_after, deadline.remaining())
+                if wait is None:
+                    raise MendaCloudAPIError(
+                        f"{exc.message} (gave up after {attempt} "
+                        f"attempt{'s' if attempt > 1 else ''})",
+                        exc.status_code,
+                    ) from None
+                await asyncio.sleep(wait)
+
+    async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        """Every upstream call: counted, and at most ``max_upstream`` at once."""
+        async with self._upstream:
+            self.count(
+                "exchanges_oauth" if request.what == "oauth2/token" else "exchanges_registry"
+            )
+            return await self._send_upstream(request, timeout)
+
+    def _send_from_thread(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        """The sync ``send`` the in-process resolver code calls from a worker thread."""
+        future = asyncio.run_coroutine_threadsafe(self.send(request, timeout), self.loop)
+        try:
+            return future.result(timeout + 5.0)
+        except TimeoutError:
+            future.cancel()
+            raise TransientError(
+                f"menda-cloud {request.url}: no answer within {timeout:.1f} s"
+            ) from None
+
+    async def _access_token(
+        self,
+        identity: Identity,
+        home: Path,
+        cache: Path,
+        deadline: Deadline,
+        rejected: str | None = None,
+    ) -> AccessToken:
+        """A usable Menda access token: memory, then the shared disk cache, then OAuth."""
+        if identity.auth_type == "u2m":
+            # Always from disk: notices a new ``menda auth login`` without a restart.
+            return await asyncio.to_thread(
+                self._disk_access_token, identity, home, cache, deadline, rejected
+            )
+        fingerprint = identity.fingerprint
+        for _ in range(2):
+            held = self.access.get(fingerprint)
+            if held is not None:
+                if rejected is None and held.usable(self.clock()):
+                    return held
+                if held.token == rejected or not held.usable(self.clock()):
+                    del self.access[fingerprint]
+            flight = self.oauth_flights.get(fingerprint)
+            if flight is None:
+                flight = self.loop.create_task(
+                    self._obtain_access(identity, home, cache, deadline, rejected)
+                )
+                self.oauth_flights[fingerprint] = flight
+
+                def forget(t: asyncio.Task[AccessToken], fp: str = fingerprint) -> None:
+                    if self.oauth_flights.get(fp) is t:
+                        del self.oauth_flights[fp]
+                    if not t.cancelled():
+                        t.exception()
+
+                flight.add_done_callback(forget)
+            try:
+                token = await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
+            except asyncio.TimeoutError:
+                raise deadline.expired_error("obtaining a Menda access token") from None
+            if rejected is None or token.token != rejected:
+                return token
+            # We joined a flight that started before the rejection: go once more.
+        raise MendaCloudAPIError("menda-cloud keeps issuing a rejected access token", 401)
+
+    async def _obtain_access(
+        self,
+        identity: Identity,
+        home: Path,
+        cache: Path,
+        deadline: Deadline,
+        rejected: str | None,
+    ) -> AccessToken:
+        token = await asyncio.to_thread(
+            self._disk_access_token, identity, home, cache, deadline, rejected
+        )
+        self.access[identity.fingerprint] = token
+        return token
+
+    def _disk_access_token(
+        self,
+        identity: Identity,
+        home: Path,
+        cache: Path,
+        deadline: Deadline,
+        rejected: str | None,
+    ) -> AccessToken:
+        """In a worker thread: the very code in-process callers run, lock and all."""
+        resolver = InProcessResolver(
+            {"HOME": str(home)}, send=self._send_from_thread, clock=self.clock, policy=self.policy
+        )
+        return resolver.access_token(identity, cache, deadline, rejected)
+
+    # -- status --------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """What ``status`` shows per entry: labels and times, never a token."""
+        now = self.clock()
+        rows = []
+        for entry in self.entries.values():
+            token = entry.token
+            if entry.flight is not None:
+                state = "refreshing" if token is not None else "exchanging"
+            elif token is not None and token.servable(now):
+                state = "valid"
+            else:
+                state = "expired"
+            rows.append(
+                {
+                    "identity": entry.identity.label,
+                    "domain": entry.target.domain,
+                    "domain_owner": entry.target.owner,
+                    "region": entry.target.region,
+                    "state": state,
+                    "issued_at": token.issued_at if token else None,
+                    "expires_at": token.expires_at if token else None,
+                    "last_refresh": entry.last_refresh,
+                    "next_refresh": entry.refresh_at,
+                    "last_used": entry.last_used,
+                    "requests": entry.requests,
+                    "refresh_failures": entry.refresh_failures,
+                    "last_error": entry.last_error,
+                }
+            )
+        return rows
+
+
+def _domain(target: RegistryTarget) -> str:
+    return f"{target.domain}-{target.owner} ({target.region})"
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task

@@ -1,0 +1,373 @@
+"""``menda-credd``: start, stop and inspect the per-user credential daemon.
+
+Exit statuses: ``start`` 0 when the daemon runs (started now or already running),
+1 when it could not start. ``stop`` 0 when no daemon runs afterwards (including
+"not running" before: stopping is idempotent), 1 when it would not stop.
+``status`` 0 when running, 3 when not running (as ``systemctl status``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from menda_keyring.client import DaemonUnavailable
+from menda_keyring.paths import socket_path as default_socket_path
+
+from . import __version__, runtime, service
+from .broker import DEFAULT_IDLE_TIMEOUT
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_duration(text: str) -> float:
+    """``8h``, ``30m``, ``45s``, ``1d`` or plain seconds; must be positive."""
+    raw = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(raw[-1:])
+    number = raw[:-1] if scale is not None else raw
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 8h, 30m, 600)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="menda-credd",
+        description="Per-user credential daemon for menda-keyring (CodeArtifact tokens).",
+    )
+    parser.add_argument("--version", action="version", version=f"menda-credd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--socket", help="socket path (default: the shim's rule, or MENDA_CREDD_SOCKET)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", parents=[common], help="start the daemon (detached)")
+    start.add_argument(
+        "--foreground", action="store_true", help="do not detach (for service managers)"
+    )
+    start.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    start.add_argument(
+        "--idle-timeout",
+        type=parse_duration,
+        default=None,
+        help="drop tokens unused this long (default 8h; env MENDA_CREDD_IDLE_TIMEOUT)",
+    )
+    start.add_argument("--log-file", help="log file of a detached daemon")
+
+    stop = sub.add_parser("stop", parents=[common], help="stop the daemon")
+    stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT)
+
+    status = sub.add_parser("status", parents=[common], help="show the daemon's state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, text in (
+        ("install-service", "install and enable a systemd user unit / launchd agent"),
+        ("uninstall-service", "disable and remove the systemd user unit / launchd agent"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "--dry-run", action="store_true", help="print files and commands, change nothing"
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "start": cmd_start,
+        "stop": cmd_stop,
+        "status": cmd_status,
+        "install-service": cmd_install,
+        "uninstall-service": cmd_uninstall,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _socket(args: argparse.Namespace) -> str:
+    return args.socket or default_socket_path(os.environ)
+
+
+def _idle_timeout(args: argparse.Namespace) -> float:
+    if args.idle_timeout is not None:
+        return args.idle_timeout
+    raw = os.environ.get("MENDA_CREDD_IDLE_TIMEOUT", "").strip()
+    if raw:
+        try:
+            return parse_duration(raw)
+        except argparse.ArgumentTypeError as exc:
+            print(f"menda-credd: MENDA_CREDD_IDLE_TIMEOUT: {exc}", file=sys.stderr)
+    return DEFAULT_IDLE_TIMEOUT
+
+
+def default_log_file() -> Path:
+    return Path(os.path.expanduser("~")) / ".menda" / "run" / "credd.log"
+
+
+# -- start --------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    if args.foreground:
+        from .daemon import Options, run_foreground, setup_logging
+
+        setup_logging(args.log_level)
+        return run_foreground(Options(socket=args.socket, idle_timeout=_idle_timeout(args)))
+    path = _socket(args)
+    pid = runtime.ping_pid(path)
+    if pid is not None:
+        print(f"menda-credd already running (pid {pid})")
+        return 0
+    log_path = Path(args.log_file) if args.log_file else default_log_file()
+    try:
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"menda-credd: cannot create {log_path.parent}: {exc.strerror}", file=sys.stderr)
+        return 1
+    command = [
+        sys.executable,
+        "-m",
+        "menda_credd",
+        "start",
+        "--foreground",
+        "--socket",
+        path,
+        "--log-level",
+        args.log_level,
+        "--idle-timeout",
+        str(_idle_timeout(args)),
+    ]
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+    end = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < end:
+        pid = runtime.ping_pid(path, timeout=1.0)
+        if pid is not None:
+            if pid == child.pid:
+                print(f"menda-credd started (pid {pid}, socket {path})")
+            else:
+                print(f"menda-credd already running (pid {pid})")
+            return 0
+        code = child.poll()
+        if code is not None:
+            pid = runtime.ping_pid(path, timeout=1.0)
+            if pid is not None:
+                print(f"menda-credd already running (pid {pid})")
+                return 0
+            print(
+                f"menda-credd failed to start (exit status {code}); see {log_path}", file=sys.stderr
+            )
+            _print_tail(log_path)
+            return 1
+        time.sleep(0.05)
+    print(
+        f"menda-credd did not answer on {path} within {START_TIMEOUT:.0f} s; see {log_path}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _print_tail(path: Path, lines: int = 10) -> None:
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines()[-lines:]:
+            print(f"  {line}", file=sys.stderr)
+
+
+# -- stop ---------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    path = _socket(args)
+    pid = runtime.ping_pid(path)
+    if pid is None:
+        print("menda-credd not running")
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print("menda-credd not running")
+        return 0
+    end = time.monotonic() + args.timeout
+    while time.monotonic() < end:
+        if not _pid_alive(pid) or (
+            runtime.ping_pid(path, timeout=0.5) is None and not os.path.lexists(path)
+        ):
+            print(f"menda-credd stopped (pid {pid})")
+            return 0
+        time.sleep(0.05)
+    print(f"menda-credd (pid {pid}) did not stop within {args.timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def _when(ts: object) -> str:
+    if not isinstance(ts, (int, float)):
+        return "-"
+    moment = datetime.datetime.fromtimestamp(ts).astimezone()
+    delta = ts - time.time()
+    rel = f"in {_span(delta)}" if delta >= 0 else f"{_span(-delta)} ago"
+    return f"{moment:%H:%M:%S} ({rel})"
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def format_status(status: dict) -> str:
+    counters = status.get("counters", {})
+    out = [
+        f"menda-credd {status.get('version')} running (pid {status.get('pid')}), "
+        f"up {_span(float(status.get('uptime', 0)))}",
+        f"socket:       {status.get('socket')}"
+        + (" (socket-activated)" if status.get("socket_activated") else ""),
+        f"idle timeout: {_span(float(status.get('idle_timeout', 0)))}",
+        "counters:     " + ", ".join(f"{k} {v}" for k, v in counters.items()),
+    ]
+    entries = status.get("entries", [])
+    if not entries:
+        out.append("entries:      none")
+        return "\n".join(out)
+    header = ("IDENTITY", "DOMAIN", "STATE", "EXPIRES", "LAST REFRESH", "REQUESTS")
+    rows = [header]
+    for e in entries:
+        rows.append(
+            (
+                str(e.get("identity")),
+                f"{e.get('domain')}-{e.get('domain_owner')} ({e.get('region')})",
+                str(e.get("state")),
+                _when(e.get("expires_at")),
+                _when(e.get("last_refresh")),
+                str(e.get("requests")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    out.append("")
+    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _socket(args)
+    try:
+        reply = runtime.ask(path, {"op": "status"}, timeout=5.0)
+    except DaemonUnavailable as exc:
+        if args.json:
+            print(json.dumps({"running": False, "socket": path, "reason": exc.reason}))
+        else:
+            print(f"menda-credd not running (socket {path}: {exc.reason})")
+        return 3
+    status = reply.get("status") if reply.get("ok") else None
+    if not isinstance(status, dict):
+        print("menda-credd answered status with an error", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"running": True, **status}, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+# -- services -----------------------------------------------------------------------------
+
+
+def _platform() -> str:
+    return "darwin" if sys.platform == "darwin" else "linux"
+
+
+def _run_plan(plan: service.Plan, dry_run: bool) -> int:
+    for path, content in plan.files.items():
+        if dry_run:
+            print(f"# would write {path}")
+            print(content.decode())
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            print(f"wrote {path}")
+    status = 0
+    for command in plan.commands:
+        status = max(status, _run(command, dry_run))
+    for path in plan.remove:
+        if dry_run:
+            print(f"# would remove {path}")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                print(f"removed {path}")
+    for command in plan.after:
+        status = max(status, _run(list(command), dry_run))
+    return status
+
+
+def _run(command: list[str], dry_run: bool) -> int:
+    print(("# would run: " if dry_run else "+ ") + " ".join(command))
+    if dry_run:
+        return 0
+    optional = "bootout" in command
+    try:
+        result = subprocess.run(command, check=False)
+    except FileNotFoundError:
+        print(f"menda-credd: {command[0]} not found", file=sys.stderr)
+        return 0 if optional else 1
+    if result.returncode and not optional:
+        print(f"menda-credd: {' '.join(command)} failed ({result.returncode})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    home = Path(os.path.expanduser("~"))
+    return _run_plan(service.install_plan(_platform(), home), args.dry_run)
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    home = Path(os.path.expanduser("~"))
+    return _run_plan(service.uninstall_plan(_platform(), home), args.dry_run)
