@@ -1,0 +1,96 @@
+"""menda-cloud over HTTPS: certificates verified, SSL_CERT_FILE honoured."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.conftest import BIN, CA_URL, m2m_env
+from tests.fakes.menda_cloud import FakeMendaCloud
+
+
+def tls_front(cloud: FakeMendaCloud, ca: trustme.CA) -> ThreadingHTTPServer:
+    """An HTTPS server for ``localhost`` that relays each POST to the plain-HTTP fake."""
+
+    class Relay(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            request = urllib.request.Request(cloud.url + self.path, body, headers, method="POST")
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                answer = opener.open(request, timeout=10)
+            except urllib.error.HTTPError as error:
+                answer = error
+            payload = answer.read()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
+@pytest.fixture
+def https_cloud(cloud: FakeMendaCloud, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    ca = trustme.CA()
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    server = tls_front(cloud, ca)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}", ca_pem
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def keyring_get(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "keyring"), "get", CA_URL, "aws"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_untrusted_certificate_is_refused_at_once(
+    cloud: FakeMendaCloud, home: Path, https_cloud: tuple[str, Path]
+) -> None:
+    url, _ = https_cloud
+    env = m2m_env(home, cloud, MENDA_HOST=url, MENDA_CREDD="off")
+    env["SSL_CERT_FILE"] = "/nonexistent-ca.pem"
+    result = keyring_get(env)
+    assert result.returncode != 0
+    assert "TLS certificate verification failed" in result.stderr
+    assert "MendaCloudAPIError" in result.stderr
+    assert cloud.counts()["oauth"] == 0  # nothing reached menda-cloud, and no retries
+
+
+def test_ssl_cert_file_is_honoured(
+    cloud: FakeMendaCloud, home: Path, https_cloud: tuple[str, Path]
+) -> None:
+    url, ca_pem = https_cloud
+    env = m2m_env(home, cloud, MENDA_HOST=url, MENDA_CREDD="off", SSL_CERT_FILE=str(ca_pem))
+    result = keyring_get(env)
+    assert result.returncode == 0, result.stderr
+    assert cloud.is_valid_registry_token(result.stdout.strip())
+    assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
