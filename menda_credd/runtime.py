@@ -181,7 +181,7 @@ def somebody_listens(path: str) -> bool:
 def parse_peercred(raw: bytes) -> int:
     """The uid in a Linux ``struct ucred`` (pid, uid, gid as three ints)."""
     _pid, uid, _gid = struct.unpack("3i", raw[: struct.calcsize("3i")])
-    return uid
+    return uid  # -1 (no credentials) never equals a real uid
 
 
 def parse_xucred(raw: bytes) -> int:
@@ -195,7 +195,8 @@ def peer_uid(sock: socket.socket) -> int | None:
     try:
         if hasattr(socket, "SO_PEERCRED"):
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            return parse_peercred(raw)
+            uid = parse_peercred(raw)
+            return uid if uid >= 0 else None
         if sys.platform == "darwin":
             return parse_xucred(sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, XUCRED_SIZE))
     except (OSError, struct.error):

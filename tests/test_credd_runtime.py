@@ -1,0 +1,320 @@
+"""The daemon's OS rules: private socket folder and socket, the life lock, peer checks,
+systemd's LISTEN_FDS and NOTIFY_SOCKET, and connection limits on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from menda_credd import runtime
+from menda_credd.broker import Broker
+from menda_credd.server import CredServer
+from tests.credd_helpers import short_socket_dir, sockdir  # noqa: F401 - fixture
+
+IS_ROOT = os.geteuid() == 0
+
+
+# -- socket folder -------------------------------------------------------------------------
+
+
+def test_socket_dir_is_created_0700_by_mkdir_whatever_the_umask(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "credd.sock"
+    old = os.umask(0o002)
+    try:
+        folder = runtime.prepare_socket_dir(str(target))
+    finally:
+        os.umask(old)
+    assert folder == str(tmp_path / "a" / "b")
+    for path in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+def test_socket_dir_open_to_group_or_others_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    folder.chmod(0o750)
+    with pytest.raises(runtime.SocketDirError, match="open to group or others"):
+        runtime.prepare_socket_dir(str(folder / "credd.sock"))
+    folder.chmod(0o701)
+    with pytest.raises(runtime.SocketDirError):
+        runtime.check_private_dir(str(folder), os.getuid())
+    folder.chmod(0o700)
+    runtime.check_private_dir(str(folder), os.getuid())
+
+
+def test_socket_dir_of_another_user_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    # As the owner we pass; claiming to be someone else, the same folder is refused.
+    runtime.check_private_dir(str(folder), os.getuid())
+    with pytest.raises(runtime.SocketDirError, match="belongs to uid"):
+        runtime.check_private_dir(str(folder), os.getuid() + 4242)
+    if IS_ROOT:
+        os.chown(folder, 65534, 65534)
+        with pytest.raises(runtime.SocketDirError, match="belongs to uid 65534"):
+            runtime.prepare_socket_dir(str(folder / "credd.sock"))
+
+
+def test_socket_dir_symlink_or_file_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(runtime.SocketDirError, match="symbolic link"):
+        runtime.check_private_dir(str(link), os.getuid())
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(runtime.SocketDirError, match="not a folder"):
+        runtime.check_private_dir(str(afile), os.getuid())
+
+
+def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "c.sock")
+    old = os.umask(0)
+    try:
+        sock = runtime.bind_private_socket(path)
+    finally:
+        os.umask(old)
+    try:
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_uid == os.getuid()
+        assert os.umask(old) == old  # the umask was restored
+    finally:
+        sock.close()
+    ident = runtime.socket_identity(path)
+    runtime.remove_socket_if_ours(path, (0, 0))
+    assert os.path.exists(path), "someone else's socket must not be removed"
+    runtime.remove_socket_if_ours(path, ident)
+    assert not os.path.exists(path)
+
+
+def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "c.sock")
+    first = runtime.acquire_daemon_lock(path)
+    assert first is not None
+    # flock locks belong to the open file: a second open in another process is refused.
+    code = (
+        "import sys; from menda_credd import runtime; "
+        "sys.exit(0 if runtime.acquire_daemon_lock(sys.argv[1]) is None else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code, path], check=False).returncode == 0
+    os.close(first)
+    assert subprocess.run([sys.executable, "-c", code, path], check=False).returncode == 1
+    assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
+
+
+# -- peers ---------------------------------------------------------------------------------
+
+
+def test_peer_credentials_are_parsed() -> None:
+    assert runtime.parse_peercred(struct.pack("3i", 123, 1000, 100)) == 1000
+    assert runtime.parse_xucred(struct.pack("=2Ih", 0, 501, 1) + bytes(64)) == 501
+
+
+def test_peer_uid_of_a_real_connection_is_ours() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        assert runtime.peer_uid(left) == os.getuid()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert runtime.peer_uid(udp) is None
+
+
+def closed_without_answer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
+    """Run a CredServer on ``path`` in a background event loop; returns (loop, thread, stop)."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def main() -> None:
+        listener = await asyncio.start_unix_server(server.handle, path=path)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            listener.close()
+            await server.drain(1.0)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(main())
+        holder["task"] = task
+        with contextlib.suppress(BaseException):  # cancelled on stop
+            loop.run_until_complete(task)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(holder["task"].cancel)  # type: ignore[attr-defined]
+        thread.join(10)
+
+    return stop
+
+
+async def _never(*_args: object) -> object:
+    raise AssertionError("no upstream call expected")
+
+
+def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "s.sock")
+    broker = Broker(_never)
+    # The server serves a uid that is not ours: our own connection is the foreign peer.
+    server = CredServer(broker, path, uid=os.getuid() + 4242)
+    stop = _serve_in_thread(server, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall(b'{"v":1,"op":"ping"}\n')
+            assert closed_without_answer(sock), "a foreign peer must get no answer at all"
+        assert broker.counters["peer_rejections"] == 1
+    finally:
+        stop()
+
+
+@pytest.mark.skipif(
+    not IS_ROOT or not os.access("/usr/bin/python3", os.X_OK),
+    reason="needs root (to connect as another uid) and /usr/bin/python3",
+)
+def test_a_real_other_user_is_rejected(sockdir: Path) -> None:  # noqa: F811
+    open_dir = short_socket_dir()
+    open_dir.chmod(0o777)
+    path = str(open_dir / "s.sock")
+    broker = Broker(_never)
+    server = CredServer(broker, path)
+    stop = _serve_in_thread(server, path)
+    try:
+        os.chmod(path, 0o777)  # noqa: S103 - the test wants a foreign peer to reach it
+        code = "\n".join(
+            [
+                "import socket, sys",
+                "s = socket.socket(socket.AF_UNIX)",
+                "s.settimeout(10)",
+                "s.connect(sys.argv[1])",
+                's.sendall(b\'{"v":1,"op":"ping"}\\n\')',
+                "try:",
+                "    sys.exit(0 if s.recv(100) == b'' else 1)",
+                "except ConnectionResetError:",
+                "    sys.exit(0)",
+            ]
+        )
+        result = subprocess.run(
+            ["/usr/bin/python3", "-c", code, path], user=65534, group=65534, check=False, timeout=30
+        )
+        assert result.returncode == 0
+        assert broker.counters["peer_rejections"] == 1
+        from menda_credd.runtime import ask
+
+        assert ask(path, {"op": "ping"})["pid"] == os.getpid()
+    finally:
+        stop()
+
+
+def test_connections_over_the_cap_are_closed_at_once(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "s.sock")
+    broker = Broker(_never)
+    server = CredServer(broker, path, max_connections=2, read_timeout=30)
+    stop = _serve_in_thread(server, path)
+    socks = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b'{"v":1,"op":"ping"}\n')
+            assert b'"ok":true' in s.recv(1000)
+            socks.append(s)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            extra.settimeout(10)
+            extra.connect(path)
+            assert closed_without_answer(extra)
+        assert broker.counters["connections_refused"] == 1
+        # The two open connections still work, several requests each.
+        for s in socks:
+            s.sendall(b'{"v":1,"op":"ping"}\n')
+            assert b'"pid"' in s.recv(1000)
+    finally:
+        for s in socks:
+            s.close()
+        stop()
+
+
+def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "s.sock")
+    server = CredServer(Broker(_never), path, read_timeout=0.3)
+    stop = _serve_in_thread(server, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(20)
+            sock.connect(path)
+            sock.sendall(b'{"v":1,')  # half a request, then silence
+            assert closed_without_answer(sock)
+    finally:
+        stop()
+
+
+# -- systemd ---------------------------------------------------------------------------------
+
+
+def test_sd_notify_reaches_path_and_abstract_sockets(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)
+        receiver.settimeout(5)
+        assert runtime.sd_notify("READY=1", {"NOTIFY_SOCKET": path})
+        assert receiver.recv(100) == b"READY=1"
+    name = f"menda-credd-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind("\0" + name)
+        receiver.settimeout(5)
+        assert runtime.sd_notify("STOPPING=1", {"NOTIFY_SOCKET": "@" + name})
+        assert receiver.recv(100) == b"STOPPING=1"
+    assert not runtime.sd_notify("READY=1", {})
+    assert not runtime.sd_notify("READY=1", {"NOTIFY_SOCKET": str(sockdir / "nobody")})
+
+
+def test_listen_fds_for_another_pid_are_ignored_and_unset() -> None:
+    env = {"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x", "A": "b"}
+    assert runtime.inherited_socket(env) is None
+    assert env == {"A": "b"}
+    env = {"LISTEN_PID": "junk", "LISTEN_FDS": "1"}
+    assert runtime.inherited_socket(env) is None
+    assert env == {}
+    assert runtime.inherited_socket({}) is None
+
+
+def test_core_dumps_are_disabled_in_a_child() -> None:
+    code = (
+        "import resource; from menda_credd import runtime; runtime.disable_core_dumps(); "
+        "print(resource.getrlimit(resource.RLIMIT_CORE)); "
+        "import ctypes, sys; libc = ctypes.CDLL(None); "
+        "print(libc.prctl(3, 0, 0, 0, 0) if sys.platform.startswith('linux') else 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[:2] == ["(0,", "0)"]
+    assert out[2] == "0"  # PR_GET_DUMPABLE
