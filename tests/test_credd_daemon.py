@@ -1,0 +1,272 @@
+"""A real menda-credd against the real HTTP fake of menda-cloud, driven by the real keyring CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from menda_keyring.client import exchange, request_line
+from tests.credd_helpers import (
+    CA_URL,
+    CLIENT_SECRET,
+    KEYRING,
+    Daemon,
+    credd,
+    keyring_get,
+    last_error_line,
+    m2m_env_for,
+    sockdir,  # noqa: F401 - fixture
+    wait_until,
+    write_profile,
+    write_user_token,
+)
+from tests.fakes.menda_cloud import FakeMendaCloud
+
+
+@pytest.fixture
+def env(home: Path, cloud: FakeMendaCloud, sockdir: Path) -> dict[str, str]:  # noqa: F811
+    return m2m_env_for(home, cloud, sockdir / "c.sock")
+
+
+@pytest.fixture
+def daemon(env: dict[str, str]) -> Iterator[Daemon]:
+    with Daemon(env, env["MENDA_CREDD_SOCKET"]) as running:
+        yield running
+
+
+def test_keyring_get_is_answered_by_the_daemon(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    first = keyring_get(env)
+    assert first.returncode == 0, first.stderr
+    assert cloud.is_valid_registry_token(first.stdout.strip(), "menda-private")
+    assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
+    before = json.loads(credd("status", "--json", env=env).stdout)["counters"]
+
+    second = keyring_get(env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    # menda-cloud saw nothing new; the daemon's counters moved: it answered from memory.
+    assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
+    after = json.loads(credd("status", "--json", env=env).stdout)["counters"]
+    assert after["requests"] == before["requests"] + 1 == 2
+    assert after["hits"] == before["hits"] + 1 == 1
+    assert after["waits"] == 1
+    assert after["exchanges_oauth"] == after["exchanges_registry"] == 1
+    # Another repository of the same domain shares the token.
+    other = keyring_get(env, CA_URL.replace("menda-plugins", "other-repo"))
+    assert other.stdout == first.stdout
+
+
+def test_a_cold_herd_of_64_processes_makes_one_oauth_and_one_registry_exchange(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    cloud.inject("oauth", delay=0.5)  # a slow first exchange: everybody piles up behind it
+    procs = [
+        subprocess.Popen(
+            [KEYRING, "get", CA_URL, "aws"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(64)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    assert all(code == 0 for _, code in results), [err for (_, err), _ in results][:3]
+    tokens = {out.strip() for (out, _), _ in results}
+    assert len(tokens) == 1
+    assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
+    counters = daemon.counters()
+    assert counters["requests"] == 64
+    assert counters["exchanges_oauth"] == counters["exchanges_registry"] == 1
+
+
+def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    cloud.configure(registry_token_lifetime=8)
+    line = request_line(CA_URL, "aws", env)
+    received: list[tuple[float, float, str]] = []  # (asked, answered, token)
+    end = time.time() + 20.0
+    cli_every, next_cli = 2.0, time.time() + 1.0
+    while time.time() < end:
+        asked = time.time()
+        if asked >= next_cli:
+            result = keyring_get(env)
+            assert result.returncode == 0, result.stderr
+            token = result.stdout.strip()
+            next_cli = time.time() + cli_every
+        else:
+            reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+            assert reply["ok"], reply
+            token = reply["password"]
+            time.sleep(0.02)  # pacing only: about 40 requests a second
+        received.append((asked, time.time(), token))
+
+    issued = {t["token"]: t for t in cloud.registry_tokens()}
+    for _asked, answered, token in received:
+        assert token in issued, "every answer is a token menda-cloud issued"
+        # Not expired, and not in its last stretch either, when the answer arrived.
+        assert issued[token]["expires_at"] - answered > 0.5
+    distinct = {token for _, _, token in received}
+    assert len(distinct) >= 3, "8 s tokens over 20 s: refreshed at least twice"
+    counters = daemon.counters()
+    assert counters["waits"] == 1, "only the very first request waited on an exchange"
+    assert counters["refreshes"] >= 2
+    assert counters["failures"] == counters["refresh_failures"] == 0
+    assert cloud.counts()["registry"] == counters["refreshes"] + 1
+    assert cloud.counts()["oauth"] == 1
+    # Every answer after the first was immediate (from memory, no exchange in line).
+    slow = [answered - asked for asked, answered, _ in received[1:] if answered - asked > 1.5]
+    assert not slow, slow
+
+
+def test_a_failed_refresh_keeps_serving_the_valid_token_and_retries(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    cloud.configure(registry_token_lifetime=10)
+    first = keyring_get(env).stdout.strip()
+    cloud.inject("registry", status=403, times=1)  # the next refresh fails for good ...
+    line = request_line(CA_URL, "aws", env)
+
+    def refreshed() -> bool:
+        reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+        assert reply["ok"], reply
+        return reply["password"] != first
+
+    wait_until(refreshed, timeout=30, interval=0.1, what="a refreshed token")
+    counters = daemon.counters()
+    assert counters["refresh_failures"] == 1
+    assert counters["refreshes"] == 1
+    assert counters["waits"] == 1 and counters["failures"] == 0
+
+
+def test_sigkill_mid_use_falls_back_in_process_and_start_recovers_the_stale_socket(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    assert keyring_get(env).returncode == 0
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.proc.wait(10)  # type: ignore[union-attr]
+    assert os.path.exists(env["MENDA_CREDD_SOCKET"]), "a killed daemon leaves its socket"
+
+    result = keyring_get(env)
+    assert result.returncode == 0, result.stderr
+    assert cloud.is_valid_registry_token(result.stdout.strip())
+    # In process: a new registry exchange, but the machine token came from the shared disk
+    # cache the daemon had written through to.
+    assert cloud.counts()["registry"] == 2
+    assert cloud.counts()["oauth"] == 1
+
+    started = credd("start", env=env)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("menda-credd started (pid ")
+        assert env["MENDA_CREDD_SOCKET"] in started.stdout
+        again = credd("start", env=env)
+        assert again.returncode == 0
+        assert again.stdout.startswith("menda-credd already running (pid ")
+        assert keyring_get(env).returncode == 0
+        status = json.loads(credd("status", "--json", env=env).stdout)
+        assert status["counters"]["requests"] == 1
+    finally:
+        stopped = credd("stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("menda-credd stopped")
+    assert not os.path.exists(env["MENDA_CREDD_SOCKET"])
+    gone = credd("stop", env=env)
+    assert (gone.returncode, gone.stdout.strip()) == (0, "menda-credd not running")
+    assert credd("status", env=env).returncode == 3
+
+
+def test_a_stopped_daemon_does_not_hang_keyring(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    assert keyring_get(env).returncode == 0
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        result = keyring_get(env, timeout=30)
+        elapsed = time.monotonic() - began
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert result.returncode == 0, result.stderr
+    assert cloud.is_valid_registry_token(result.stdout.strip())
+    assert elapsed < 6.0
+    assert daemon.stop() == 0
+
+
+def test_status_never_shows_a_secret_or_token(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str], home: Path
+) -> None:
+    user_token, expires = cloud.issue_user_token("alice")
+    write_profile(home, f"[default]\nhost = {cloud.url}\n")
+    write_user_token(home, "default", user_token, expires, cloud.url)
+    u2m_env = {k: v for k, v in env.items() if k not in ("MENDA_CLIENT_ID", "MENDA_CLIENT_SECRET")}
+    assert keyring_get(env).returncode == 0
+    assert keyring_get(u2m_env).returncode == 0
+    human = credd("status", env=env)
+    as_json = credd("status", "--json", env=env)
+    assert human.returncode == as_json.returncode == 0
+    status = json.loads(as_json.stdout)
+    assert len(status["entries"]) == 2
+    assert {e["identity"].split(" ")[0] for e in status["entries"]} == {"env", "profile"}
+    secrets = [
+        CLIENT_SECRET,
+        user_token,
+        *cloud.access_tokens,
+        *(t["token"] for t in cloud.registry_tokens()),
+    ]
+    for text in (human.stdout, as_json.stdout, daemon.log()):
+        for secret in secrets:
+            assert secret not in text
+        for prefix in ("caat_", "mat_", "mut_"):
+            assert prefix not in text
+    assert "menda-private" in human.stdout and "valid" in human.stdout
+
+
+def test_unused_entries_are_dropped_after_the_idle_timeout(
+    cloud: FakeMendaCloud, env: dict[str, str]
+) -> None:
+    with Daemon(env, env["MENDA_CREDD_SOCKET"], "--idle-timeout", "1s") as daemon:
+        assert keyring_get(env).returncode == 0
+        assert len(daemon.status()["entries"]) == 1
+        wait_until(lambda: not daemon.status()["entries"], timeout=15, what="the entry to go")
+        assert daemon.counters()["entries_dropped"] == 1
+        assert keyring_get(env).returncode == 0
+        assert cloud.counts()["registry"] == 2
+
+
+def test_new_login_and_config_edits_are_noticed_without_restart(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str], home: Path
+) -> None:
+    u2m_env = {k: v for k, v in env.items() if k not in ("MENDA_CLIENT_ID", "MENDA_CLIENT_SECRET")}
+    write_profile(home, f"[default]\nhost = {cloud.url}\n")
+    before = keyring_get(u2m_env)
+    assert before.returncode == 1
+    assert "NoCachedLoginError" in last_error_line(before.stderr)
+
+    token, expires = cloud.issue_user_token("alice")
+    write_user_token(home, "default", token, expires, cloud.url)  # menda auth login
+    after = keyring_get(u2m_env)
+    assert after.returncode == 0, after.stderr
+    assert cloud.is_valid_registry_token(after.stdout.strip())
+
+    # Switch the profile to machine credentials: the very next request uses them.
+    write_profile(
+        home,
+        f"[default]\nhost = {cloud.url}\nauth_type = m2m\n"
+        f"client_id = ci-bot\nclient_secret = {CLIENT_SECRET}\n",
+    )
+    oauth_before = cloud.counts()["oauth"]
+    switched = keyring_get(u2m_env)
+    assert switched.returncode == 0, switched.stderr
+    assert cloud.counts()["oauth"] == oauth_before + 1
+    assert daemon.counters()["requests"] == 3
