@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from menda_keyring import token_cache
 from menda_keyring.errors import MendaCloudAPIError, MendaError
 from menda_keyring.identity import Identity, token_cache_path
 from menda_keyring.protocol import (
@@ -105,6 +108,8 @@ class Broker:
         self.entries: dict[Key, Entry] = {}
         self.access: dict[str, AccessToken] = {}
         self.oauth_flights: dict[str, asyncio.Task[AccessToken]] = {}
+        self._user_files: dict[str, tuple[tuple[int, ...], token_cache.CacheSnapshot]] = {}
+        self._user_scopes: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._upstream = asyncio.Semaphore(max_upstream)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,9 +126,11 @@ class Broker:
 
     # -- requests ----------------------------------------------------------------------
 
-    def peek(self, identity: Identity, target: RegistryTarget) -> RegistryToken | None:
+    def peek(
+        self, identity: Identity, target: RegistryTarget, scope: str = ""
+    ) -> RegistryToken | None:
         """A servable token already in memory (the hot path), else None."""
-        entry = self.entries.get((identity.fingerprint, target))
+        entry = self.entries.get((identity.fingerprint + scope, target))
         if entry is None or entry.token is None:
             return None
         now = self.clock()
@@ -135,13 +142,21 @@ class Broker:
         return entry.token
 
     async def get(
-        self, identity: Identity, target: RegistryTarget, home: Path, deadline: Deadline
+        self,
+        identity: Identity,
+        target: RegistryTarget,
+        home: Path,
+        deadline: Deadline,
+        scope: str = "",
     ) -> RegistryToken:
-        """A servable token for ``(identity, target)``; waits on (or starts) the one exchange."""
-        token = self.peek(identity, target)
+        """A servable token for ``(identity, target)``; waits on (or starts) the one exchange.
+
+        ``scope`` (from :meth:`user_scope`) separates the tokens of successive user logins.
+        """
+        token = self.peek(identity, target, scope)
         if token is not None:
             return token
-        key = (identity.fingerprint, target)
+        key = (identity.fingerprint + scope, target)
         now = self.clock()
         entry = self.entries.get(key)
         if entry is None:
@@ -157,6 +172,45 @@ class Broker:
             return await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
         except asyncio.TimeoutError:
             raise deadline.expired_error("waiting for menda-cloud registry/token") from None
+
+    async def user_scope(self, identity: Identity, home: Path, deadline: Deadline) -> str:
+        """For a u2m identity: check the signed-in token is still in the shared cache.
+
+        In process, every call reads that token, so a ``menda auth logout`` or a login as
+        someone else takes effect at once; the daemon does the same (one ``stat`` when the
+        file did not change) and keys registry tokens by the login they came from. Raises
+        exactly what in-process resolution raises when there is no usable login.
+        """
+        cache = token_cache_path(home)
+        try:
+            st = os.stat(cache)
+            version: tuple[int, ...] | None = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+        except OSError:
+            version = None
+        memo = self._user_files.get(str(cache))
+        if version is not None and memo is not None and memo[0] == version:
+            snapshot = memo[1]
+        else:
+            snapshot = await asyncio.to_thread(token_cache.read_snapshot, cache)
+            if version is not None:
+                if len(self._user_files) >= 64:
+                    self._user_files.clear()
+                self._user_files[str(cache)] = (version, snapshot)
+        token = token_cache.entry_to_token(snapshot.tokens.get(identity.cache_key), identity)
+        if token is None or not token.usable(self.clock()):
+            # The in-process code raises the very error (or finds a token just written).
+            token = await asyncio.to_thread(
+                self._disk_access_token, identity, home, cache, deadline, None
+            )
+        scope = ":" + hashlib.sha256(token.token.encode()).hexdigest()[:16]
+        previous = self._user_scopes.get(identity.fingerprint)
+        if previous != scope:
+            self._user_scopes[identity.fingerprint] = scope
+            if previous is not None:
+                for entry in list(self.entries.values()):
+                    if entry.key[0] == identity.fingerprint + previous and entry.flight is None:
+                        self._drop(entry, "signed in again")
+        return scope
 
     # -- flights -----------------------------------------------------------------------
 

@@ -251,10 +251,13 @@ class CredServer:
             deadline = Deadline(ceiling_from_env(env))
             home = home_from_env(env)
             identity = self.identities.resolve(env, home)
-            token = self.broker.peek(identity, target)
+            scope = ""
+            if identity.auth_type == "u2m":
+                scope = await self.broker.user_scope(identity, home, deadline)
+            token = self.broker.peek(identity, target, scope)
             if token is None:
                 token = await self._wait_with_heartbeats(
-                    self.broker.get(identity, target, home, deadline), writer
+                    self.broker.get(identity, target, home, deadline, scope), writer
                 )
         except MendaError as exc:
             return error_reply(exc, identity)

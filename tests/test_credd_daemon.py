@@ -258,6 +258,21 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     after = keyring_get(u2m_env)
     assert after.returncode == 0, after.stderr
     assert cloud.is_valid_registry_token(after.stdout.strip())
+    assert keyring_get(u2m_env).stdout == after.stdout  # from memory now
+
+    # menda auth logout: the daemon stops answering for that login at once, as in process.
+    (home / ".menda" / "tokens" / "cache" / ".token").write_text('{"version": 1, "tokens": {}}')
+    logged_out = keyring_get(u2m_env)
+    assert logged_out.returncode == 1
+    assert "NoCachedLoginError" in last_error_line(logged_out.stderr)
+
+    # Signing in as someone else never gets the previous user's registry token.
+    token, expires = cloud.issue_user_token("bob")
+    write_user_token(home, "default", token, expires, cloud.url)
+    bob = keyring_get(u2m_env)
+    assert bob.returncode == 0, bob.stderr
+    assert bob.stdout != after.stdout
+    assert cloud.is_valid_registry_token(bob.stdout.strip())
 
     # Switch the profile to machine credentials: the very next request uses them.
     write_profile(
@@ -269,4 +284,4 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     switched = keyring_get(u2m_env)
     assert switched.returncode == 0, switched.stderr
     assert cloud.counts()["oauth"] == oauth_before + 1
-    assert daemon.counters()["requests"] == 3
+    assert daemon.counters()["requests"] == 6
