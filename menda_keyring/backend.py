@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
 from .client import DaemonUnavailable, exchange, request_line, total_timeout
-from .errors import error_from_wire
+from .errors import MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
@@ -41,7 +42,16 @@ class MendaCodeArtifactKeyring(KeyringBackend):
         target = parse_codeartifact_service(service)
         if target is None:
             return None
-        return SimpleCredential(CODEARTIFACT_USERNAME, fetch_token(service, target, os.environ))
+        try:
+            token = fetch_token(service, target, os.environ)
+        except MendaError as exc:
+            if "keyring.cli" not in sys.modules:
+                raise  # Library callers (pip's import provider) get the typed error.
+            # Under the keyring CLI (how uv and pip call us) stderr is all the user sees:
+            # one clear line instead of a traceback, and exit status 1 as for "no password".
+            print(f"menda-keyring: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return None
+        return SimpleCredential(CODEARTIFACT_USERNAME, token)
 
     def set_password(self, service: str, username: str, password: str) -> None:
         if parse_codeartifact_service(service) is None:

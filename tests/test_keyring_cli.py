@@ -69,6 +69,7 @@ def test_errors_are_typed_clear_and_free_of_secrets(cloud: FakeMendaCloud, home:
     assert "ConfigFileNotFoundError" in result.stderr
     assert "Menda config file not found" in result.stderr
     assert "Run menda auth configure" in result.stderr
+    assert "Traceback" not in result.stderr  # one clear line for uv's and pip's users
     bad = m2m_env(home, cloud, MENDA_CLIENT_SECRET="sentinel-bad-secret-31")
     result = keyring("get", CA_URL, "aws", env=bad)
     assert "MendaCloudAPIError" in result.stderr and "invalid_client" in result.stderr
@@ -236,3 +237,14 @@ def test_a_silent_daemon_socket_is_not_waited_on_forever(cloud: FakeMendaCloud, 
     assert result.returncode == 0, result.stderr
     assert cloud.is_valid_registry_token(result.stdout.strip())
     assert elapsed < 15
+
+
+def test_library_callers_get_the_typed_error(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from menda_keyring.backend import MendaCodeArtifactKeyring
+    from menda_keyring.errors import ConfigFileNotFoundError
+
+    assert "keyring.cli" not in sys.modules
+    for key, value in base_env(home, MENDA_CREDD="off").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigFileNotFoundError, match="Menda config file not found"):
+        MendaCodeArtifactKeyring().get_password(CA_URL, "aws")
