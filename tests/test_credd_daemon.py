@@ -22,6 +22,7 @@ from tests.credd_helpers import (
     keyring_get,
     last_error_line,
     m2m_env_for,
+    raw_exchange,
     sockdir,  # noqa: F401 - fixture
     wait_until,
     write_profile,
@@ -285,3 +286,28 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     assert switched.returncode == 0, switched.stderr
     assert cloud.counts()["oauth"] == oauth_before + 1
     assert daemon.counters()["requests"] == 6
+
+
+def test_heartbeats_flow_while_an_exchange_is_slow(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    cloud.inject("registry", delay=1.5)
+    data = raw_exchange(env["MENDA_CREDD_SOCKET"], request_line(CA_URL, "aws", env), 30.0)
+    lines = [json.loads(line) for line in data.splitlines()]
+    assert lines[:-1] and all(line == {"v": 1, "wait": True} for line in lines[:-1])
+    assert len(lines) - 1 >= 2  # at least one every HEARTBEAT (0.5 s) of a 1.5 s wait
+    assert lines[-1]["ok"] is True and cloud.is_valid_registry_token(lines[-1]["password"])
+
+
+def test_a_rejected_machine_token_is_replaced_once_and_the_exchange_retried(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    assert keyring_get(env).returncode == 0
+    cloud.revoke_all()  # the daemon's machine token (memory and disk) is now refused
+    cloud.add_domain("second-domain")
+    result = keyring_get(env, CA_URL.replace("menda-private-", "second-domain-"))
+    assert result.returncode == 0, result.stderr
+    assert cloud.is_valid_registry_token(result.stdout.strip(), "second-domain")
+    counts = cloud.counts()
+    assert (counts["oauth"], counts["registry"], counts["registry_ok"]) == (2, 3, 2)
+    assert daemon.counters()["exchanges_oauth"] == 2
