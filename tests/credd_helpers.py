@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ __all__ = [
     "MENDA_CREDD",
     "ask",
     "base_env",
+    "error_of",
     "keyring_get",
     "m2m_env",
     "raw_exchange",
@@ -123,6 +125,15 @@ def keyring_get(
 def last_error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+_ERROR = re.compile(r"(?:menda_keyring\.errors\.|menda-keyring: )(?P<cls>\w+): (?P<msg>.*)")
+
+
+def error_of(stderr: str) -> tuple[str, str] | None:
+    """(error class name, message) of the typed error keyring reported, however it prints it."""
+    match = _ERROR.fullmatch(last_error_line(stderr).strip())
+    return (match["cls"], match["msg"]) if match else None
 
 
 def write_profile(home: Path, text: str) -> Path:

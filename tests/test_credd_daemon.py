@@ -19,8 +19,8 @@ from tests.credd_helpers import (
     KEYRING,
     Daemon,
     credd,
+    error_of,
     keyring_get,
-    last_error_line,
     m2m_env_for,
     raw_exchange,
     sockdir,  # noqa: F401 - fixture
@@ -252,7 +252,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     write_profile(home, f"[default]\nhost = {cloud.url}\n")
     before = keyring_get(u2m_env)
     assert before.returncode == 1
-    assert "NoCachedLoginError" in last_error_line(before.stderr)
+    assert error_of(before.stderr)[0] == "NoCachedLoginError"
 
     token, expires = cloud.issue_user_token("alice")
     write_user_token(home, "default", token, expires, cloud.url)  # menda auth login
@@ -265,7 +265,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     (home / ".menda" / "tokens" / "cache" / ".token").write_text('{"version": 1, "tokens": {}}')
     logged_out = keyring_get(u2m_env)
     assert logged_out.returncode == 1
-    assert "NoCachedLoginError" in last_error_line(logged_out.stderr)
+    assert error_of(logged_out.stderr)[0] == "NoCachedLoginError"
 
     # Signing in as someone else never gets the previous user's registry token.
     token, expires = cloud.issue_user_token("bob")

@@ -13,8 +13,8 @@ from tests.credd_helpers import (
     CA_URL,
     Daemon,
     base_env,
+    error_of,
     keyring_get,
-    last_error_line,
     short_socket_dir,
     write_profile,
     write_user_token,
@@ -188,11 +188,10 @@ def test_daemon_and_in_process_give_the_same_answer(
             assert cloud.is_valid_registry_token(result.stdout.strip())
         else:
             assert result.returncode == 1
-            assert last_error_line(result.stderr).startswith(
-                f"menda_keyring.errors.{expected_error}: "
-            ), result.stderr
-    daemon_line = last_error_line(answers["daemon"].stderr)
-    local_line = last_error_line(answers["in-process"].stderr)
+            error = error_of(result.stderr)
+            assert error is not None and error[0] == expected_error, result.stderr
+    daemon_line = str(error_of(answers["daemon"].stderr))
+    local_line = str(error_of(answers["in-process"].stderr))
     # Homes differ by name only: compare with the folder names made equal.
     assert daemon_line.replace("/daemon/", "/X/") == local_line.replace("/in-process/", "/X/")
     assert answers["daemon"].returncode == answers["in-process"].returncode
