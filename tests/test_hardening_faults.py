@@ -1,0 +1,385 @@
+"""Hardening: every way menda-cloud can fail, on both endpoints, through the daemon and in
+process, gives the keyring CLI a typed error with a clear message within the ceiling.
+
+One fake menda-cloud and one real daemon serve the module; each test uses its own
+client id or profile (and HOME), so nothing cached by an earlier test can answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.hardening_helpers import (
+    Daemon,
+    clean_env,
+    closed_port,
+    keyring_get,
+    private_tmpdir,
+    sentinel,
+    typed_error,
+    wait_until,
+    write_profile,
+    write_user_token,
+)
+
+CEILING = 6.0
+#: keyring's own start-up plus the shim's fallback margin, on a slow CI machine.
+SLACK = 5.0
+MODES = ("in-process", "daemon")
+
+
+@dataclass
+class Shared:
+    cloud: FakeMendaCloud
+    daemon: Daemon
+
+
+def _tls_front(cloud: FakeMendaCloud) -> ThreadingHTTPServer:
+    """HTTPS on loopback with a certificate from a CA nobody here trusts; relays to the fake."""
+
+    class Relay(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            request = urllib.request.Request(cloud.url + self.path, body, headers, method="POST")
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                answer = opener.open(request, timeout=10)
+            except urllib.error.HTTPError as error:
+                answer = error
+            payload = answer.read()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Shared]:
+    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+        # No SSL_CERT_FILE: the daemon trusts the system store only, as in process.
+        with Daemon(clean_env(tmp / "daemon-home"), tmp / "run" / "credd.sock") as daemon:
+            yield Shared(cloud, daemon)
+            assert daemon.alive(), daemon.log()
+
+
+@dataclass
+class Case:
+    """One fault: what to inject where, and what ``keyring get`` must then report."""
+
+    name: str
+    endpoint: str  # "oauth" or "registry": where the fault is injected
+    inject: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] | None = None  # expected error classes; None: a token
+    fragments: tuple[str, ...] = ()
+    identity: str = ""  # "m2m" / "u2m"; default: m2m for oauth faults, u2m for registry
+    host: str = ""  # "refused" or "tls": a host that is not the fake itself
+    counts: dict[str, int] = field(default_factory=dict)  # fake counters afterwards
+    min_elapsed: float = 0.0
+    max_elapsed: float = CEILING + SLACK
+
+
+API = ("MendaCloudAPIError",)
+TIMEOUTS = ("MendaCloudAPIError", "ResolutionTimeoutError")
+WRONG_SHAPE = {
+    "oauth": {"access_token": 5, "token_type": "Bearer", "expires_in": 3600},
+    "registry": {"token": "", "expiration": "tomorrow"},
+}
+
+
+def cases(endpoint: str) -> list[Case]:
+    once = {endpoint: 1}
+    table = [
+        Case("timeout", endpoint, {"delay": CEILING + 4, "times": 3}, TIMEOUTS),
+        Case("slow", endpoint, {"delay": 1.5}, None, min_elapsed=1.5),
+        *(
+            Case(
+                str(status),
+                endpoint,
+                {"status": status, "times": 10},
+                API,
+                (f"HTTP {status}", "gave up after 4 attempts"),
+                counts={endpoint: 4},
+            )
+            for status in (500, 502, 503, 429)
+        ),
+        Case(
+            "429-retry-after",
+            endpoint,
+            {"status": 429, "retry_after": 1, "times": 10},
+            API,
+            ("HTTP 429",),
+            min_elapsed=3.0,  # three Retry-After: 1 waits between four attempts
+        ),
+        Case(
+            "429-retry-after-then-ok",
+            endpoint,
+            {"status": 429, "retry_after": 1},
+            None,
+            counts={endpoint: 2},
+            min_elapsed=1.0,
+        ),
+        Case("dropped", endpoint, {"close": True, "times": 10}, API, ("gave up after 4 attempts",)),
+        Case("403", endpoint, {"status": 403}, API, ("HTTP 403",), counts=once),
+        Case("404", endpoint, {"status": 404}, API, ("HTTP 404",), counts=once),
+        Case(
+            "non-json",
+            endpoint,
+            {"status": 200, "body": "<html>maintenance</html>"},
+            API,
+            ("not JSON",),
+            counts=once,
+        ),
+        Case(
+            "non-json-500",
+            endpoint,
+            {"status": 500, "body": b"\x00\xff oops", "times": 10},
+            API,
+            ("HTTP 500",),
+        ),
+        Case(
+            "wrong-shape",
+            endpoint,
+            {"status": 200, "body": WRONG_SHAPE[endpoint]},
+            API,
+            ("wrong shape",),
+            counts=once,
+        ),
+        Case(
+            "refused",
+            endpoint,
+            {},
+            API,
+            ("cannot connect", "gave up after 4 attempts"),
+            host="refused",
+        ),
+        Case(
+            "tls",
+            endpoint,
+            {},
+            API,
+            ("TLS certificate verification failed",),
+            host="tls",
+            counts={endpoint: 0},
+            max_elapsed=4.0,
+        ),
+    ]
+    if endpoint == "oauth":
+        table += [
+            Case(
+                "401",
+                endpoint,
+                {"status": 401},
+                API,
+                ("HTTP 401", "client_id and client_secret"),
+                counts=once,
+            ),
+            # An access token with 1 s left still serves the one exchange it was fetched for.
+            Case("expired", endpoint, {"expired": True}, None),
+        ]
+    else:
+        table += [
+            Case("expired", endpoint, {"expired": True}, API, ("already expired",), counts=once),
+            Case(
+                "401-user",
+                endpoint,
+                {"status": 401},
+                ("NoCachedLoginError",),
+                ("menda auth login",),
+                counts={"oauth": 0, "registry": 1},
+            ),
+            Case(
+                "401-machine-once",
+                endpoint,
+                {"status": 401},
+                None,
+                identity="m2m",
+                counts={"oauth": 2, "oauth_ok": 2, "registry": 2, "registry_ok": 1},
+            ),
+            Case(
+                "401-machine-twice",
+                endpoint,
+                {"status": 401, "times": 2},
+                API,
+                ("HTTP 401", "also with a freshly issued token"),
+                identity="m2m",
+                counts={"oauth": 2, "registry": 2},
+            ),
+        ]
+    return table
+
+
+def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
+    """Run one case against its own fake menda-cloud; returns what went wrong."""
+    problems: list[str] = []
+    home = workdir / f"{case.endpoint}-{case.name}"
+    home.mkdir()
+    with FakeMendaCloud() as cloud:
+        secret = sentinel()
+        cloud.add_client("ci-bot", secret)
+        tls = None
+        host = cloud.url
+        if case.host == "refused":
+            host = f"http://127.0.0.1:{closed_port()}"
+        elif case.host == "tls":
+            tls = _tls_front(cloud)
+            threading.Thread(target=tls.serve_forever, daemon=True).start()
+            host = f"https://localhost:{tls.server_address[1]}"
+        try:
+            env = clean_env(home, MENDA_KEYRING_TIMEOUT=str(CEILING))
+            if mode == "daemon":
+                env["MENDA_CREDD_SOCKET"] = daemon.socket
+            else:
+                env["MENDA_CREDD"] = "off"
+            identity = case.identity or ("m2m" if case.endpoint == "oauth" else "u2m")
+            if identity == "m2m":
+                env.update(MENDA_CLIENT_ID="ci-bot", MENDA_CLIENT_SECRET=secret, MENDA_HOST=host)
+            else:
+                write_profile(home, f"[default]\nhost = {host}\nauth_type = u2m\n")
+                token, expires_at = cloud.issue_user_token(f"user-{case.name}")
+                write_user_token(home, "default", token, expires_at, host)
+            if case.inject:
+                cloud.inject(case.endpoint, **case.inject)
+            result = keyring_get(env, timeout=CEILING * 4 + 30)
+            counts = cloud.counts()
+        finally:
+            if tls is not None:
+                tls.shutdown()
+                tls.server_close()
+    where = f"[{mode} {case.endpoint} {case.name}]"
+    if case.classes is None:
+        if not result.ok or not cloud.is_valid_registry_token(result.stdout.strip()):
+            problems.append(f"{where} expected a token:\n{result.describe()}")
+    else:
+        name, message = typed_error(result.stderr)
+        if result.ok or name not in case.classes or "Traceback" in result.stderr:
+            problems.append(f"{where} expected {case.classes}:\n{result.describe()}")
+        problems += [
+            f"{where} {fragment!r} not in {message!r}"
+            for fragment in case.fragments
+            if fragment not in message
+        ]
+        if result.stdout.strip():
+            problems.append(f"{where} something on stdout of a failure: {result.stdout!r}")
+    if not case.min_elapsed <= result.elapsed < case.max_elapsed:
+        problems.append(
+            f"{where} took {result.elapsed:.2f} s, expected "
+            f"[{case.min_elapsed}, {case.max_elapsed}) s:\n{result.describe()}"
+        )
+    for key, value in case.counts.items():
+        if counts.get(key) != value:
+            problems.append(f"{where} fake counts {counts}, expected {key}={value}")
+    return problems
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("endpoint", ["oauth", "registry"])
+def test_every_fault_gives_a_typed_error_within_the_ceiling(
+    shared: Shared, tmp_path: Path, mode: str, endpoint: str
+) -> None:
+    """Each case has its own fake menda-cloud, so they run three at a time (the daemon
+    makes at most four upstream calls at once; three never queue behind each other)."""
+    table = cases(endpoint)
+    before = shared.daemon.counters()["requests"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda c: run_case(c, mode, shared.daemon, tmp_path), table))
+    problems = [p for r in results for p in r]
+    assert not problems, "\n\n".join(problems)
+    if mode == "daemon":
+        # Every one of them was answered by the daemon, not by an in-process fallback.
+        assert shared.daemon.counters()["requests"] == before + len(table)
+    assert shared.daemon.alive(), shared.daemon.log()
+
+
+# -- the daemon through an outage --------------------------------------------------------------
+
+
+def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """Prime a 20 s token; menda-cloud fails the first refresh; every get is still answered
+    by the daemon, and once the faults run dry the daemon refreshes by itself."""
+    cloud, daemon = shared.cloud, shared.daemon
+    client_id, secret = f"c-{secrets.token_hex(4)}", sentinel()
+    cloud.add_client(client_id, secret)
+    cloud.configure(registry_token_lifetime=20)
+    env = clean_env(
+        tmp_path,
+        MENDA_CLIENT_ID=client_id,
+        MENDA_CLIENT_SECRET=secret,
+        MENDA_HOST=cloud.url,
+        MENDA_CREDD_SOCKET=daemon.socket,
+    )
+
+    def get() -> str:
+        hits = daemon.counters()["hits"]
+        result = keyring_get(env)
+        assert result.ok, result.describe()
+        assert result.elapsed < 2.0, result.describe()
+        assert daemon.counters()["hits"] == hits + 1, "answered by the daemon from memory"
+        return result.token
+
+    try:
+        first = keyring_get(env)
+        token = first.token
+        before = daemon.counters()
+        # One whole refresh (four attempts, Retry-After: 0 so they fail fast) fails.
+        cloud.inject("registry", status=503, retry_after=0, times=4)
+        cloud.reset_counts()
+
+        def refresh_failed() -> bool:
+            return daemon.counters()["refresh_failures"] > before["refresh_failures"]
+
+        gets = 0
+        while not refresh_failed():
+            assert get() == token, "while the token is valid the daemon serves it"
+            gets += 1
+            assert gets < 200
+            with contextlib.suppress(AssertionError):
+                wait_until(refresh_failed, timeout=1.0, interval=0.05)
+        assert gets >= 3
+        assert cloud.counts() == {"oauth": 0, "oauth_ok": 0, "registry": 4, "registry_ok": 0}
+        # Still answered after the failed refresh, by the daemon, with a valid token.
+        assert cloud.is_valid_registry_token(get())
+        # The faults have run dry: the daemon's own retry refreshes the token.
+        wait_until(
+            lambda: daemon.counters()["refreshes"] > before["refreshes"],
+            timeout=20,
+            what="the daemon to refresh by itself once menda-cloud recovers",
+        )
+        assert cloud.counts()["registry_ok"] == 1
+        fresh = get()
+        assert fresh != token
+        assert cloud.is_valid_registry_token(fresh)
+        assert cloud.counts()["registry_ok"] == 1, "the get after recovery is served from memory"
+        status = daemon.cli_status_json()
+        mine = [e for e in status["entries"] if client_id in e["identity"]]
+        assert mine and mine[0]["state"] == "valid" and mine[0]["refresh_failures"] == 0
+    finally:
+        cloud.clear_faults()
+        cloud.configure(registry_token_lifetime=43200)
