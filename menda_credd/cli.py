@@ -365,6 +365,12 @@ def _run(command: list[str], dry_run: bool) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     home = Path(os.path.expanduser("~"))
+    state = home / ".menda"
+    if args.dry_run:
+        print(f"# would create {state} (mode 0700) if missing")
+    else:
+        # The unit makes ~/.menda writable in its read-only sandbox: it must exist.
+        state.mkdir(mode=0o700, exist_ok=True)
     return _run_plan(service.install_plan(_platform(), home), args.dry_run)
 
 

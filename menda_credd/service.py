@@ -40,11 +40,12 @@ KillMode=mixed
 UMask=0077
 LimitCORE=0
 Environment=PYTHONUNBUFFERED=1
-# Sandboxing: everything read-only but the Menda state folder (shared token cache).
+# Sandboxing: everything read-only but the Menda state folder (shared token cache);
+# install-service creates ~/.menda (0700) so that it exists to be made writable.
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
-ReadWritePaths=%h/.menda
+ReadWritePaths=-%h/.menda
 PrivateTmp=yes
 PrivateDevices=yes
 ProtectKernelTunables=yes

@@ -54,7 +54,7 @@ def test_units_say_what_the_issue_asks() -> None:
         "Type=notify",
         "Restart=on-failure",
         "ProtectSystem=strict",
-        "ReadWritePaths=%h/.menda",
+        "ReadWritePaths=-%h/.menda",
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
     ):

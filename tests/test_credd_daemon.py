@@ -123,7 +123,8 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
     assert counters["waits"] == 1, "only the very first request waited on an exchange"
     assert counters["refreshes"] >= 2
     assert counters["failures"] == counters["refresh_failures"] == 0
-    assert cloud.counts()["registry"] == counters["refreshes"] + 1
+    # (A refresh may be on its way as we look.)
+    assert cloud.counts()["registry"] - (counters["refreshes"] + 1) in (0, 1)
     assert cloud.counts()["oauth"] == 1
     # Every answer after the first was immediate (from memory, no exchange in line).
     slow = [answered - asked for asked, answered, _ in received[1:] if answered - asked > 1.5]
