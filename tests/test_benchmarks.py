@@ -61,7 +61,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     else:
         assert peer["ours_warm_daemon_vs_peer"]["ratio"] > 0
         lat = figures["5_latency_in_process"]
-        for which in ("keyring_get_password", "echo_reference"):
+        for which in (
+            "keyring_get_password",
+            "echo_reference",
+            "keyring_get_password_via_echo",
+            "echo_reference_persistent_connection",
+        ):
             for key in ("p50_us", "p99_us"):
                 assert lat[which][key] > 0
         tp = figures["6_throughput_rss_idle"]
@@ -75,6 +80,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         for key in ("rss_mb_start", "rss_mb_after_hot", "rss_mb_after_many", "rss_mb_after_idle"):
             assert tp[key] > 0
         assert tp["idle_cpu_seconds"] >= 0
+        many = tp["many_identities"]
+        assert many["cold_first_touch"]["answers"] + many["warm"]["answers"] == many["answers"]
 
     herd = figures["7_cold_herd"]
     uv = figures["8_parallel_uv_installs"]
