@@ -65,6 +65,7 @@ COUNTERS = (
     "peer_rejections",
     "connections",
     "connections_refused",
+    "connections_evicted",
     "bad_requests",
 )
 

@@ -127,7 +127,8 @@ class CredServer:
         self.identities = IdentityCache()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
-        self.connections: set[asyncio.Task[Any]] = set()
+        #: Open connections and when each last did something (monotonic).
+        self.connections: dict[asyncio.Task[Any], float] = {}
         self.busy: set[asyncio.Task[Any]] = set()
         self.stopping = False
 
@@ -137,12 +138,7 @@ class CredServer:
         task = asyncio.current_task()
         assert task is not None
         try:
-            if self.stopping or len(self.connections) >= self.max_connections:
-                self.broker.count("connections_refused")
-                if not self.stopping:
-                    log.warning(
-                        "too many open connections (%d); closing a new one", self.max_connections
-                    )
+            if self.stopping:
                 return
             uid = peer_uid(writer.get_extra_info("socket"))
             if uid != self.uid:
@@ -151,12 +147,19 @@ class CredServer:
                     "rejected a connection from uid %s (serving uid %d only)", uid, self.uid
                 )
                 return
+            if len(self.connections) >= self.max_connections and not self._evict_idle():
+                self.broker.count("connections_refused")
+                log.warning(
+                    "too many open connections (%d), all busy; closing a new one",
+                    self.max_connections,
+                )
+                return
             self.broker.count("connections")
-            self.connections.add(task)
+            self.connections[task] = time.monotonic()
             try:
                 await self._serve(reader, writer, task)
             finally:
-                self.connections.discard(task)
+                self.connections.pop(task, None)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -179,7 +182,7 @@ class CredServer:
             except (ValueError, asyncio.LimitOverrunError):
                 self.broker.count("bad_requests")
                 writer.write(encode(bad_request(f"request line longer than {MAX_LINE} bytes")))
-                await writer.drain()
+                await self._drain(writer)
                 return
             if not line.strip():
                 if not line:
@@ -188,15 +191,43 @@ class CredServer:
             if len(line) > MAX_LINE:
                 self.broker.count("bad_requests")
                 writer.write(encode(bad_request(f"request line longer than {MAX_LINE} bytes")))
-                await writer.drain()
+                await self._drain(writer)
                 return
             self.busy.add(task)
+            self.connections[task] = time.monotonic()
             try:
                 reply = await self.dispatch(line, writer)
                 writer.write(encode(reply))
-                await writer.drain()
+                await self._drain(writer)
             finally:
                 self.busy.discard(task)
+                self.connections[task] = time.monotonic()
+
+    def _evict_idle(self) -> bool:
+        """At the cap, make room by closing the longest-idle connection; False if all are busy.
+
+        An idle connection costs its client nothing to lose (it can reconnect), whereas
+        refusing the newcomer would send a ``keyring get`` to in-process resolution.
+        """
+        idle = [(since, task) for task, since in self.connections.items() if task not in self.busy]
+        if not idle:
+            return False
+        _since, victim = min(idle, key=lambda pair: pair[0])
+        self.connections.pop(victim, None)
+        victim.cancel()
+        # connections_refused counts every connection closed because of the cap;
+        # connections_evicted the part of them that were idle ones making room.
+        self.broker.count("connections_refused")
+        self.broker.count("connections_evicted")
+        return True
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Flush, but never wait forever on a client that does not read its answers."""
+        try:
+            await asyncio.wait_for(writer.drain(), self.read_timeout)
+        except asyncio.TimeoutError:
+            writer.transport.abort()
+            raise ConnectionResetError("client does not read its answers") from None
 
     # -- requests ------------------------------------------------------------------------
 
@@ -280,7 +311,7 @@ class CredServer:
                     return task.result()
                 if writer is not None:
                     writer.write(HEARTBEAT_LINE)
-                    await writer.drain()
+                    await self._drain(writer)
         finally:
             if not task.done():
                 task.cancel()
@@ -290,7 +321,7 @@ class CredServer:
     async def drain(self, timeout: float) -> None:
         """Stop: close idle connections now, let busy ones finish for up to ``timeout`` s."""
         self.stopping = True
-        for task in list(self.connections - self.busy):
+        for task in [t for t in self.connections if t not in self.busy]:
             task.cancel()
         end = time.monotonic() + timeout
         while self.busy and time.monotonic() < end:

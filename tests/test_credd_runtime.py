@@ -19,7 +19,8 @@ import pytest
 from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
-from tests.credd_helpers import short_socket_dir, sockdir  # noqa: F401 - fixture
+from menda_keyring.client import request_line
+from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
 
 IS_ROOT = os.geteuid() == 0
 
@@ -139,14 +140,15 @@ def closed_without_answer(sock: socket.socket) -> bool:
 
 
 def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
-    """Run a CredServer on ``path`` in a background event loop; returns (loop, thread, stop)."""
+    """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
     import threading
 
-    loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, object] = {}
 
     async def main() -> None:
+        holder["loop"] = asyncio.get_running_loop()
+        holder["task"] = asyncio.current_task()
         listener = await asyncio.start_unix_server(server.handle, path=path)
         started.set()
         try:
@@ -154,23 +156,20 @@ def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
         finally:
             listener.close()
             await server.drain(1.0)
+            server.broker.close()
 
     def run() -> None:
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(main())
-        holder["task"] = task
-        with contextlib.suppress(BaseException):  # cancelled on stop
-            loop.run_until_complete(task)
-        loop.run_until_complete(asyncio.sleep(0.01))
-        loop.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(main())
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert started.wait(10)
 
     def stop() -> None:
+        loop = holder["loop"]
         loop.call_soon_threadsafe(holder["task"].cancel)  # type: ignore[attr-defined]
-        thread.join(10)
+        thread.join(30)
 
     return stop
 
@@ -242,7 +241,12 @@ sys.exit(0 if data == b"" else 2)
 """
 
 
-def test_connections_over_the_cap_are_closed_at_once(sockdir: Path) -> None:  # noqa: F811
+def _ping(sock: socket.socket) -> bool:
+    sock.sendall(b'{"v":1,"op":"ping"}\n')
+    return b'"pid"' in sock.recv(1000)
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> None:  # noqa: F811
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
@@ -253,21 +257,83 @@ def test_connections_over_the_cap_are_closed_at_once(sockdir: Path) -> None:  # 
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(10)
             s.connect(path)
-            s.sendall(b'{"v":1,"op":"ping"}\n')
-            assert b'"ok":true' in s.recv(1000)
+            assert _ping(s)
             socks.append(s)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
-            extra.settimeout(10)
-            extra.connect(path)
-            assert closed_without_answer(extra)
-        assert broker.counters["connections_refused"] == 1
-        # The two open connections still work, several requests each.
-        for s in socks:
-            s.sendall(b'{"v":1,"op":"ping"}\n')
-            assert b'"pid"' in s.recv(1000)
+        oldest, younger = socks
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as newcomer:
+            newcomer.settimeout(10)
+            newcomer.connect(path)
+            assert _ping(newcomer), "a new client is served, not refused"
+            assert closed_without_answer(oldest), "the longest-idle connection was closed"
+            assert _ping(younger)
+        assert broker.counters["connections_evicted"] == 1
+        assert broker.counters["connections_refused"] == 1  # closed because of the cap
     finally:
         for s in socks:
             s.close()
+        stop()
+
+
+def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
+    sockdir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    path = str(sockdir / "s.sock")
+
+    async def hung_upstream(request: object, timeout: float) -> object:
+        await asyncio.sleep(3600)  # menda-cloud never answers
+        raise AssertionError("unreachable")
+
+    broker = Broker(hung_upstream)
+    server = CredServer(broker, path, max_connections=2, read_timeout=30)
+    stop = _serve_in_thread(server, path)
+    env = {
+        "HOME": str(tmp_path),
+        "MENDA_CLIENT_ID": "c",
+        "MENDA_CLIENT_SECRET": "s",
+        "MENDA_HOST": "http://127.0.0.1:9",
+    }
+    line = request_line(CA_URL, "aws", env)
+    socks = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(line)
+            assert s.recv(1000).startswith(b'{"v":1,"wait":true}'), "busy: heartbeats flow"
+            socks.append(s)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as newcomer:
+            newcomer.settimeout(10)
+            newcomer.connect(path)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                newcomer.sendall(b'{"v":1,"op":"ping"}\n')
+            assert closed_without_answer(newcomer)
+        assert broker.counters["connections_refused"] == 1
+        assert broker.counters["connections_evicted"] == 0
+    finally:
+        for s in socks:
+            s.close()
+        stop()
+
+
+def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:  # noqa: F811
+    path = str(sockdir / "s.sock")
+    server = CredServer(Broker(_never), path, read_timeout=0.5)
+    stop = _serve_in_thread(server, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog:
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.settimeout(0.2)
+            hog.connect(path)
+            sent = 0
+            with contextlib.suppress(TimeoutError, OSError):
+                for _ in range(200_000):  # pipeline requests, read nothing
+                    hog.sendall(b'{"v":1,"op":"status"}\n' * 64)
+                    sent += 1
+            assert sent > 0
+            wait_until(lambda: not server.connections, timeout=20, what="the hog to be dropped")
+    finally:
         stop()
 
 
