@@ -137,7 +137,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 0
     log_path = Path(args.log_file) if args.log_file else default_log_file()
     try:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        runtime.make_private_dirs(str(log_path.parent))
     except OSError as exc:
         print(f"menda-credd: cannot create {log_path.parent}: {exc.strerror}", file=sys.stderr)
         return 1

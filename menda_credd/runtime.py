@@ -64,10 +64,12 @@ def check_private_dir(folder: str, uid: int) -> None:
         )
 
 
-def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
-    """Create the socket's folder (``mkdir`` mode 0700, parents too) and check it is private."""
-    uid = os.getuid() if uid is None else uid
-    folder = os.path.dirname(os.path.abspath(socket_file))
+def make_private_dirs(folder: str) -> None:
+    """Create ``folder`` and any missing parents, each by ``mkdir`` with mode 0700.
+
+    Never ``chmod`` afterwards: a folder that already exists is left as it is (and
+    checked by the caller where it matters). The umask can only take bits away.
+    """
     missing = []
     current = folder
     while not os.path.lexists(current):
@@ -79,6 +81,13 @@ def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
+
+
+def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
+    """Create the socket's folder (``mkdir`` mode 0700, parents too) and check it is private."""
+    uid = os.getuid() if uid is None else uid
+    folder = os.path.dirname(os.path.abspath(socket_file))
+    make_private_dirs(folder)
     check_private_dir(folder, uid)
     return folder
 

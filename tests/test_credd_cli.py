@@ -293,3 +293,26 @@ def test_socket_activation_and_sd_notify(
             proc.wait(10)
         log.close()
         notify.close()
+
+
+def test_detached_start_makes_private_folders_under_a_loose_umask(
+    home: Path,
+    sockdir: Path,  # noqa: F811
+) -> None:
+    env = base_env(home, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
+    started = subprocess.run(
+        [str(Path(sys.executable).parent / "menda-credd"), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        umask=0o022,
+        check=False,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        for folder in (home / ".menda", home / ".menda" / "run"):
+            assert (folder.stat().st_mode & 0o777) == 0o700, folder
+        assert ((home / ".menda" / "run" / "credd.log").stat().st_mode & 0o777) == 0o600
+    finally:
+        assert credd("stop", env=env).returncode == 0
