@@ -47,6 +47,22 @@ from . import refresh
 
 log = logging.getLogger("menda_credd.broker")
 
+try:  # the in-process code's redaction, when this menda_keyring has it
+    from menda_keyring.errors import redact
+except ImportError:  # pragma: no cover - older menda_keyring
+
+    def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
+        """Blank out any secret menda-cloud (or a gateway) echoed back to us."""
+        message = error.message
+        for secret in secrets:
+            if secret and len(secret) >= 4 and secret in message:
+                message = message.replace(secret, "***")
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
+        return error
+
+
 AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
 Key = tuple[str, RegistryTarget]
 
@@ -373,7 +389,10 @@ class Broker:
             attempt += 1
             try:
                 return parse(await self.send(request, call_timeout(remaining)))
-            except TransientError as exc:
+            except MendaError as exc:
+                redact(exc, getattr(request, "secrets", ()))
+                if not isinstance(exc, TransientError):
+                    raise
                 wait = self.policy.delay(attempt, exc.retry_after, deadline.remaining())
                 if wait is None:
                     raise MendaCloudAPIError(

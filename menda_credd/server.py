@@ -40,7 +40,7 @@ from menda_keyring.urls import parse_codeartifact_service
 from menda_keyring.wire import HEARTBEAT, MAX_LINE, VERSION, identity_env
 
 from . import __version__
-from .broker import Broker
+from .broker import Broker, redact
 from .runtime import peer_uid
 
 log = logging.getLogger("menda_credd.server")
@@ -65,11 +65,9 @@ def bad_request(message: str) -> dict[str, Any]:
 
 def error_reply(error: MendaError, identity: Identity | None = None) -> dict[str, Any]:
     """The typed error as in-process resolution would raise it, secret redacted."""
-    wire = error_to_wire(error)
-    secret = identity.client_secret if identity is not None else None
-    if secret and isinstance(wire["message"], str) and secret in wire["message"]:
-        wire["message"] = wire["message"].replace(secret, "***")
-    return {"v": VERSION, "ok": False, "error": wire}
+    if identity is not None:
+        redact(error, (identity.client_secret or "",))
+    return {"v": VERSION, "ok": False, "error": error_to_wire(error)}
 
 
 class IdentityCache:
