@@ -73,6 +73,23 @@ class ResolutionTimeoutError(MendaCloudAPIError):
     kind = "resolution_timeout"
 
 
+def shown(value: str, limit: int = 64) -> str:
+    """A user-supplied value as messages show it: never more than ``limit`` characters."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
+    """Belt and braces: blank out any secret menda-cloud (or a gateway) echoed back to us."""
+    message = error.message
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in message:
+            message = message.replace(secret, "***")
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
 _BY_KIND: dict[str, type[MendaError]] = {}
 
 

@@ -23,6 +23,7 @@ from .errors import (
     MissingClientCredentialsError,
     ProfileMissingHostError,
     ProfileNotFoundError,
+    shown,
 )
 
 ENV_CLIENT_ID = "MENDA_CLIENT_ID"
@@ -30,6 +31,8 @@ ENV_CLIENT_SECRET = "MENDA_CLIENT_SECRET"  # noqa: S105 - a variable name, not a
 ENV_HOST = "MENDA_HOST"
 ENV_PROFILE = "MENDA_PROFILE_ID"
 DEFAULT_PROFILE = "default"
+#: Longer host URLs are refused: they only make unreadable error messages.
+MAX_HOST_URL = 512
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Identity:
     def label(self) -> str:
         if self.source == "env":
             return f"env client {self.client_id} ({self.auth_type}) at {self.host}"
-        return f"profile {self.profile} ({self.auth_type}) at {self.host}"
+        return f"profile {shown(self.profile or '')} ({self.auth_type}) at {self.host}"
 
     @property
     def fingerprint(self) -> str:
@@ -78,6 +81,14 @@ def token_cache_path(home: Path) -> Path:
     return menda_dir(home) / "tokens" / "cache" / ".token"
 
 
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
 def is_loopback_host(hostname: str) -> bool:
     if hostname.lower() == "localhost":
         return True
@@ -95,6 +106,8 @@ def normalise_host(raw: str, where: str) -> str:
     value = raw.strip()
     if not value:
         raise InvalidHostError(f"{where}: host is empty; set it to https://<your menda-cloud>")
+    if len(value) > MAX_HOST_URL:
+        raise InvalidHostError(f"{where}: host is longer than {MAX_HOST_URL} characters")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in value):
         raise InvalidHostError(f"{where}: host contains spaces or control characters")
     try:
@@ -111,9 +124,17 @@ def normalise_host(raw: str, where: str) -> str:
         raise InvalidHostError(f"{where}: host must not contain user information")
     if parts.query or parts.fragment:
         raise InvalidHostError(f"{where}: host must not contain a query or fragment")
+    if not _is_ip(hostname):
+        try:
+            if len(hostname.encode("idna")) > 253:
+                raise UnicodeError("host name too long")
+        except UnicodeError:
+            raise InvalidHostError(
+                f"{where}: host {shown(hostname)!r} is not a valid host name"
+            ) from None
     if parts.scheme == "http" and not is_loopback_host(hostname):
         raise InvalidHostError(
-            f"{where}: host uses http:// for {hostname}; only https:// is allowed "
+            f"{where}: host uses http:// for {shown(hostname)}; only https:// is allowed "
             "(http:// only for loopback addresses)"
         )
     return value.rstrip("/")
@@ -166,13 +187,13 @@ def read_config(path: Path) -> configparser.ConfigParser:
         ) from None
     except configparser.DuplicateSectionError as exc:
         raise ConfigError(
-            f"Menda config file {path} is not valid INI: profile [{exc.section}] appears twice "
-            f"(line {exc.lineno})"
+            f"Menda config file {path} is not valid INI: profile [{shown(exc.section)}] "
+            f"appears twice (line {exc.lineno})"
         ) from None
     except configparser.DuplicateOptionError as exc:
         raise ConfigError(
-            f"Menda config file {path} is not valid INI: key {exc.option!r} appears twice in "
-            f"profile [{exc.section}] (line {exc.lineno})"
+            f"Menda config file {path} is not valid INI: key {shown(exc.option)!r} appears twice "
+            f"in profile [{shown(exc.section)}] (line {exc.lineno})"
         ) from None
     except configparser.ParsingError as exc:
         lines = ", ".join(str(lineno) for lineno, _line in _parsing_errors(exc))
@@ -191,13 +212,16 @@ def _parsing_errors(exc: configparser.ParsingError) -> list[tuple[int, str]]:
 def identity_from_profile(parser: configparser.ConfigParser, profile: str, path: Path) -> Identity:
     """The identity a profile section describes, or a typed error naming file and profile."""
     if not parser.has_section(profile):
-        known = ", ".join(parser.sections()) or "none"
+        names = parser.sections()
+        known = ", ".join(shown(name, 32) for name in names[:10]) or "none"
+        if len(names) > 10:
+            known += f" and {len(names) - 10} more"
         raise ProfileNotFoundError(
-            f"No profile [{profile}] in {path} (profiles there: {known}). "
-            f"Fix {ENV_PROFILE} or add a [{profile}] section with host = ..."
+            f"No profile [{shown(profile)}] in {path} (profiles there: {known}). "
+            f"Fix {ENV_PROFILE} or add a [{shown(profile)}] section with host = ..."
         )
     section = parser[profile]
-    where = f"Profile [{profile}] in {path}"
+    where = f"Profile [{shown(profile)}] in {path}"
     raw_host = section.get("host", "").strip()
     if not raw_host:
         raise ProfileMissingHostError(
@@ -214,7 +238,7 @@ def identity_from_profile(parser: configparser.ConfigParser, profile: str, path:
             profile=profile,
         )
     if auth_type != "m2m":
-        raise ConfigError(f"{where} has auth_type={auth_type!r}; expected u2m or m2m")
+        raise ConfigError(f"{where} has auth_type={shown(auth_type)!r}; expected u2m or m2m")
     client_id = section.get("client_id", "").strip()
     client_secret = section.get("client_secret", "").strip()
     if not client_id or not client_secret:

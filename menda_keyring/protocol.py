@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 from . import __version__
-from .errors import MendaCloudAPIError, NoCachedLoginError
+from .errors import MendaCloudAPIError, NoCachedLoginError, shown
 from .identity import Identity
 from .tokens import AccessToken, RegistryToken
 from .urls import RegistryTarget
@@ -33,6 +33,8 @@ class HttpRequest:
     headers: Mapping[str, str] = field(repr=False)
     body: bytes = field(repr=False)
     what: str  # "oauth2/token" or "registry/token", for messages
+    #: What this request carries that no message may show, even if echoed back.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,14 @@ def oauth_request(identity: Identity) -> HttpRequest:
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
-    return HttpRequest("POST", identity.host + OAUTH_PATH, headers, body, "oauth2/token")
+    return HttpRequest(
+        "POST",
+        identity.host + OAUTH_PATH,
+        headers,
+        body,
+        "oauth2/token",
+        (identity.client_secret or "",),
+    )
 
 
 def registry_request(host: str, access_token: str, target: RegistryTarget) -> HttpRequest:
@@ -93,7 +102,9 @@ def registry_request(host: str, access_token: str, target: RegistryTarget) -> Ht
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
-    return HttpRequest("POST", host + REGISTRY_PATH, headers, body, "registry/token")
+    return HttpRequest(
+        "POST", host + REGISTRY_PATH, headers, body, "registry/token", (access_token,)
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -186,7 +197,11 @@ def parse_registry_response(
             raise NoCachedLoginError(
                 f"No valid cached token: menda-cloud {identity.host} rejected the signed-in "
                 f"token of {identity.label}. Run menda auth login"
-                + (f" --profile {identity.profile}" if identity.profile != "default" else "")
+                + (
+                    f" --profile {shown(identity.profile or '')}"
+                    if identity.profile != "default"
+                    else ""
+                )
             )
         raise AccessTokenRejected(
             f"{where} rejected the machine token of {identity.label} (HTTP 401)"

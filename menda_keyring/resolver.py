@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import token_cache
-from .errors import MendaCloudAPIError, MendaError, NoCachedLoginError, ResolutionTimeoutError
+from .errors import (
+    MendaCloudAPIError,
+    MendaError,
+    NoCachedLoginError,
+    ResolutionTimeoutError,
+    redact,
+    shown,
+)
 from .fileutil import LockTimeout, ensure_private_dir, exclusive_lock
 from .identity import Identity, home_from_env, resolve_identity, token_cache_path
 from .protocol import (
@@ -76,7 +83,10 @@ def call_with_retries(
         attempt += 1
         try:
             return parse(send(request, call_timeout(remaining)))
-        except TransientError as exc:
+        except MendaError as exc:
+            redact(exc, request.secrets)
+            if not isinstance(exc, TransientError):
+                raise
             wait = policy.delay(attempt, exc.retry_after, deadline.remaining())
             if wait is None:
                 raise MendaCloudAPIError(
@@ -108,7 +118,7 @@ class InProcessResolver:
         try:
             return self._resolve(identity, target, deadline)
         except MendaError as exc:
-            raise _redacted(exc, identity) from None
+            raise redact(exc, (identity.client_secret or "",)) from None
 
     def _resolve(
         self, identity: Identity, target: RegistryTarget, deadline: Deadline
@@ -149,9 +159,13 @@ class InProcessResolver:
             cached = token_cache.lookup(cache, identity, self.clock())
             if cached is None or cached.token == rejected:
                 raise NoCachedLoginError(
-                    f"No valid cached token for profile [{identity.profile}] "
+                    f"No valid cached token for profile [{shown(identity.profile or '')}] "
                     f"(host {identity.host}) in {cache}. Run menda auth login"
-                    + (f" --profile {identity.profile}" if identity.profile != "default" else "")
+                    + (
+                        f" --profile {shown(identity.profile or '')}"
+                        if identity.profile != "default"
+                        else ""
+                    )
                     + ", or use machine credentials (auth_type = m2m)."
                 )
             return cached
@@ -182,12 +196,3 @@ class InProcessResolver:
                 return token
         except LockTimeout:
             raise deadline.expired_error(f"waiting for the token cache lock {cache}.lock") from None
-
-
-def _redacted(error: MendaError, identity: Identity) -> MendaError:
-    """Belt and braces: no message leaves with the identity's secret in it."""
-    secret = identity.client_secret
-    if secret and secret in error.message:
-        error.message = error.message.replace(secret, "***")
-        error.args = (error.message,)
-    return error
