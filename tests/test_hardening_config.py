@@ -5,6 +5,7 @@ in process, and never a traceback."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from tests.hardening_helpers import (
     private_tmpdir,
     typed_error,
     write_profile,
+    write_user_token,
 )
 
 SECRET = "SENTINEL-SECRET-config-" + secrets.token_hex(4)
@@ -36,6 +38,7 @@ class Bad:
     env: dict[str, str] = field(default_factory=dict)
     profile: str | None = "default"  # the profile the message must name (None: file-level)
     names_file: bool = True
+    login_host: str | None = None  # write a fresh user login for this host first
 
 
 UNICODE_PROFILE = "prøfil-✓-ü"
@@ -177,6 +180,8 @@ CASES = [
         names_file=False,
     ),
 ]
+LONG_HOST = "http://127.0.0.1:1/" + "x" * 100_000
+LONG_LABEL = "https://" + "a" * 300 + ".example"
 LONG_CASES = [
     Bad(
         "very-long-profile-name",
@@ -188,17 +193,19 @@ LONG_CASES = [
     ),
     Bad(
         "very-long-host",
-        "[default]\nhost = http://127.0.0.1:1/" + "x" * 100_000 + "\n",
+        f"[default]\nhost = {LONG_HOST}\n",
         ("InvalidHostError", "MendaCloudAPIError"),
         (),
         profile=None,
         names_file=False,
+        login_host=LONG_HOST,
     ),
     Bad(
         "hostname-label-too-long",
-        "[default]\nhost = https://" + "a" * 300 + ".example\n",
+        f"[default]\nhost = {LONG_LABEL}\n",
         "InvalidHostError",
         (),
+        login_host=LONG_LABEL,
     ),
 ]
 
@@ -215,6 +222,8 @@ def run_both(case: Bad, daemon: Daemon, tmp_path: Path) -> tuple[Path, dict[str,
     home.mkdir()
     if case.config is not None:
         write_profile(home, case.config)
+    if case.login_host is not None:
+        write_user_token(home, "default", "mut_x", int(time.time()) + 3600, case.login_host)
     results = {}
 
     def one(mode: str) -> tuple[str, Run]:

@@ -100,21 +100,7 @@ def test_daemon_socket_folder_socket_and_cache_are_private(
             assert_private_tree(tmp / "a")
 
 
-MKDIR_PARENTS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: cmd_start makes the log folder with Path.mkdir(mode=0o700, parents=True); "
-    "the parents (~/.menda) get 0777 & ~umask, e.g. 0755 under the usual umask 022",
-)
-
-
-@pytest.mark.parametrize(
-    "umask",
-    [
-        pytest.param(0o000, marks=MKDIR_PARENTS_BUG, id="umask000"),
-        pytest.param(0o022, marks=MKDIR_PARENTS_BUG, id="umask022"),
-        pytest.param(0o077, id="umask077"),
-    ],
-)
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077], ids=lambda u: f"umask{u:03o}")
 def test_detached_daemon_log_and_run_folder_are_private(tmp_path: Path, umask: int) -> None:
     home = tmp_path / "home"
     home.mkdir()
