@@ -270,12 +270,6 @@ def test_bad_configuration_is_one_clear_typed_error(
     assert daemon.counters()["requests"] == before + 1, "the daemon itself answered"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: values are copied whole into messages (100 kB of stderr for a long profile "
-    "name or host), and a hostname IDNA cannot encode passes normalise_host, then fails as a "
-    "retried 'connection failed (UnicodeError)' naming neither file nor profile",
-)
 @pytest.mark.parametrize("case", LONG_CASES, ids=lambda c: c.name)
 def test_very_long_values_are_one_short_typed_error(
     case: Bad, daemon: Daemon, tmp_path: Path

@@ -196,11 +196,6 @@ def test_no_secret_or_token_leaks_anywhere(lab: Lab) -> None:
     assert not leaks, "\n".join(leaks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: protocol._error_text copies menda-cloud's error message verbatim; only the "
-    "client secret is redacted, so an echoed Menda access token reaches stderr",
-)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("identity", ["u2m", "m2m"])
 def test_an_access_token_echoed_by_menda_cloud_is_not_shown(
