@@ -38,7 +38,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             json.loads(line)
             writer.write(REPLY)
             await writer.drain()
-    except ConnectionError:
+    except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
         writer.close()

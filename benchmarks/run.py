@@ -44,7 +44,9 @@ OWNER = "058264169513"
 SKIP_DAEMON = "skipped: daemon not available"
 TARGETS = {
     "2_plugin_startup": 1.05,
+    "2b_plugin_startup_wheel_venv": 1.05,
     "3_warm_daemon": 1.10,
+    "3b_warm_daemon_wheel_venv": 1.10,
     "4_in_process_cached_menda_token": 1.5,
 }
 
@@ -76,6 +78,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return []
+
+
 def ensure_venv(name: str, packages: list[str]) -> Path:
     """benchmarks/.venvs/<name> with ``packages`` from PyPI; reused between runs."""
     venv = VENVS / name
@@ -90,6 +99,52 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
     subprocess.run(
         [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *packages],
         check=True,
+    )
+    marker.write_text(want)
+    return venv
+
+
+def source_hash() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(
+        [ROOT / "pyproject.toml", *ROOT.glob("menda_keyring/*.py"), *ROOT.glob("menda_credd/*.py")]
+    ):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_plugin_venv() -> Path:
+    """benchmarks/.venvs/plugin: keyring + menda-keyring built from this checkout as a
+    wheel (not editable), as users install it; rebuilt when the sources change."""
+    venv = VENVS / "plugin"
+    marker = venv / ".bench-ready"
+    want = "keyring + menda-keyring " + source_hash()
+    if marker.exists() and marker.read_text() == want:
+        return venv
+    log(f"creating {venv}: keyring and menda-keyring from {ROOT} (not editable)")
+    shutil.rmtree(venv, ignore_errors=True)
+    uv = str(BIN / "uv")
+    subprocess.run([uv, "venv", "-q", "--python", str(PY), str(venv)], check=True)
+    with tempfile.TemporaryDirectory(prefix="mbench-src-") as src:
+        # Build from a copy: a build in the checkout would leave build/ behind.
+        shutil.copytree(
+            ROOT,
+            src,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "benchmarks", "tests", "*.egg-info", "__pycache__", "build"
+            ),
+        )
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), src],
+            check=True,
+        )
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")],
+        check=False,
+        capture_output=True,
     )
     marker.write_text(want)
     return venv
@@ -224,26 +279,41 @@ def summary(samples: list[float], scale: float = 1000.0) -> dict[str, Any]:
     }
 
 
-def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
-    """Ratio of medians, and min/max of the per-round paired ratios."""
+def ratio_stats(
+    num: list[float],
+    den: list[float],
+    cpu_num: list[float] | None = None,
+    cpu_den: list[float] | None = None,
+) -> dict[str, float]:
+    """Ratio of medians, min/max of the per-round paired ratios, the ratio of the minima
+    (the least disturbed runs) and the ratio of median CPU times."""
     paired = [a / b for a, b in zip(num, den, strict=True)]
-    return {
+    out = {
         "ratio": round(statistics.median(num) / statistics.median(den), 4),
         "paired_ratio_median": round(statistics.median(paired), 4),
         "paired_ratio_min": round(min(paired), 4),
         "paired_ratio_max": round(max(paired), 4),
+        "ratio_of_minima": round(min(num) / min(den), 4),
     }
+    if cpu_num and cpu_den and statistics.median(cpu_den) > 0:
+        out["cpu_ratio"] = round(statistics.median(cpu_num) / statistics.median(cpu_den), 4)
+    return out
 
 
-def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
+def timed(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Wall time of one process, and its CPU time (user + sys, from wait4): the CPU time
+    hardly moves when other work competes for the machine, the wall time does."""
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False)
-    elapsed = time.perf_counter() - t0
-    if out.returncode not in ok:
-        raise RuntimeError(
-            f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.decode(errors='replace')[-500:]}"
-        )
-    return elapsed
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in ok:
+            err.seek(0)
+            text = err.read().decode(errors="replace")[-500:]
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {text}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -264,6 +334,7 @@ class Bench:
     def setup(self) -> None:
         self.floor = ensure_venv("floor", ["keyring"])
         self.peer = ensure_venv("codeartifact", ["keyrings.codeartifact"])
+        self.plugin = ensure_plugin_venv()
         self.world = Proc(
             [
                 str(PY),
@@ -345,6 +416,11 @@ class Bench:
                 self.env(self.home),
                 (0, 1),
             ),
+            "2b_plugin_startup_wheel_venv": (
+                [str(self.plugin / "bin" / "keyring"), "get", PYPI_URL, "aws"],
+                self.env(self.home, self.plugin / "bin"),
+                (0, 1),
+            ),
             "4_in_process_cached_menda_token": (
                 [str(BIN / "keyring"), "get", CA_URL, "aws"],
                 inproc_env,
@@ -362,6 +438,11 @@ class Bench:
                 self.env(self.home),
                 (0,),
             )
+            commands["3b_warm_daemon_wheel_venv"] = (
+                [str(self.plugin / "bin" / "keyring"), "get", CA_URL, "aws"],
+                self.env(self.home, self.plugin / "bin"),
+                (0,),
+            )
         # Warm-up: .pyc files, the disk-cached Menda token, the daemon's token.
         for cmd, env, ok in commands.values():
             for _ in range(1 if self.quick else 2):
@@ -369,20 +450,25 @@ class Bench:
         self.cloud.reset_counts()
         calls0 = self.aws_calls()
         samples: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
         log(f"figures 1-4, 10: {self.rounds} interleaved rounds of {len(names)} commands")
         for r in range(self.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]  # rotate the start
             for name in order:
                 cmd, env, ok = commands[name]
-                samples[name].append(timed(cmd, env, ok))
+                wall, used = timed(cmd, env, ok)
+                samples[name].append(wall)
+                cpu[name].append(used)
         counts = self.cloud.counts()
         floor = samples["1_floor_keyring_only"]
+        floor_cpu = cpu["1_floor_keyring_only"]
         for name in names:
             fig: dict[str, Any] = {"command": " ".join(commands[name][0][1:])}
             fig.update(summary(samples[name]))
+            fig["cpu_median_ms"] = round(statistics.median(cpu[name]) * 1000, 3)
             if name != "1_floor_keyring_only":
-                fig["vs_floor"] = ratio_stats(samples[name], floor)
+                fig["vs_floor"] = ratio_stats(samples[name], floor, cpu[name], floor_cpu)
             self.figures[name] = fig
         self.figures["4_in_process_cached_menda_token"]["cloud_calls_per_run"] = {
             "oauth": counts["oauth"] / self.rounds,
@@ -397,11 +483,15 @@ class Bench:
         )
         if self.daemon is not None:
             peer["ours_warm_daemon_vs_peer"] = ratio_stats(
-                samples["3_warm_daemon"], samples["10_peer_keyrings_codeartifact"]
+                samples["3_warm_daemon"],
+                samples["10_peer_keyrings_codeartifact"],
+                cpu["3_warm_daemon"],
+                cpu["10_peer_keyrings_codeartifact"],
             )
             self.figures["3_warm_daemon"]["cloud_calls_total"] = counts["registry"]
         else:
             self.figures["3_warm_daemon"] = SKIP_DAEMON
+            self.figures["3b_warm_daemon_wheel_venv"] = SKIP_DAEMON
             peer["ours_warm_daemon_vs_peer"] = SKIP_DAEMON
 
     def aws_calls(self) -> int:
@@ -719,7 +809,11 @@ class Bench:
             "rounds": self.rounds,
             "machine": machine(),
             "daemon": "available" if self.daemon_reason is None else self.daemon_reason,
+            "loadavg_start": loadavg(),
         }
+        busy = result["loadavg_start"][:1]
+        if busy and busy[0] > 0.5 * (os.cpu_count() or 1):
+            log(f"WARNING: the machine is busy (load {busy[0]}): wall times will be noisy")
         with self.stack:
             self.setup()
             if self.daemon_reason is not None:
@@ -743,6 +837,7 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
         result["figures"] = self.figures
         result["targets"] = targets(self.figures)
+        result["loadavg_end"] = loadavg()
         result["total_seconds"] = round(time.perf_counter() - started, 1)
         return result
 
@@ -839,33 +934,41 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"machine: {m['uname']}")
     lines.append(f"cpu: {m['cpu_model']}  nproc: {m['nproc']}  python: {m['python']}  {m['uv']}")
     lines.append(f"mode: {result['mode']}, rounds: {result['rounds']}, daemon: {result['daemon']}")
+    lines.append(
+        f"load average at start {result.get('loadavg_start')}, at end {result.get('loadavg_end')}"
+        " (other work on the machine shows up in wall times; CPU ratios resist it)"
+    )
     lines.append("")
     lines.append(
-        f"{'figure':<42}{'median ms':>10}{'min':>9}{'max':>9}{'ratio':>8}"
-        f"{'pair min':>9}{'pair max':>9}"
+        f"{'figure':<38}{'median ms':>10}{'min':>8}{'max':>8}{'ratio':>8}"
+        f"{'pair min':>9}{'pair max':>9}{'min/min':>8}{'cpu ms':>8}{'cpu ratio':>10}"
     )
     for key in (
         "1_floor_keyring_only",
         "2_plugin_startup",
+        "2b_plugin_startup_wheel_venv",
         "3_warm_daemon",
+        "3b_warm_daemon_wheel_venv",
         "4_in_process_cached_menda_token",
         "10_peer_keyrings_codeartifact",
     ):
         fig = f.get(key)
         if not isinstance(fig, dict):
-            lines.append(f"{key:<42}{fig}")
+            lines.append(f"{key:<38}{fig}")
             continue
         r = fig.get("vs_floor", {})
         lines.append(
-            f"{key:<42}{fmt(fig['median_ms']):>10}{fmt(fig['min_ms']):>9}{fmt(fig['max_ms']):>9}"
+            f"{key:<38}{fmt(fig['median_ms']):>10}{fmt(fig['min_ms']):>8}{fmt(fig['max_ms']):>8}"
             f"{fmt(r.get('ratio', 1.0)):>8}{fmt(r.get('paired_ratio_min', '')):>9}"
-            f"{fmt(r.get('paired_ratio_max', '')):>9}"
+            f"{fmt(r.get('paired_ratio_max', '')):>9}{fmt(r.get('ratio_of_minima', '')):>8}"
+            f"{fmt(fig.get('cpu_median_ms', '')):>8}{fmt(r.get('cpu_ratio', '')):>10}"
         )
     peer = _get(f, "10_peer_keyrings_codeartifact", "ours_warm_daemon_vs_peer")
     if isinstance(peer, dict):
         lines.append(
-            f"{'  warm daemon / keyrings.codeartifact':<42}{'':>28}{fmt(peer['ratio']):>8}"
+            f"{'  warm daemon / keyrings.codeartifact':<38}{'':>26}{fmt(peer['ratio']):>8}"
             f"{fmt(peer['paired_ratio_min']):>9}{fmt(peer['paired_ratio_max']):>9}"
+            f"{fmt(peer['ratio_of_minima']):>8}{'':>8}{fmt(peer.get('cpu_ratio', '')):>10}"
         )
     lat = f.get("5_latency_in_process")
     lines.append("")

@@ -29,6 +29,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert elapsed < 600
     result = json.loads(out.read_text())
     assert result["mode"] == "quick"
+    assert len(result["loadavg_start"]) == 3
     assert not result.get("errors"), result.get("errors")
     machine = result["machine"]
     for key in ("uname", "cpu_model", "nproc", "python"):
@@ -40,12 +41,19 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     floor = figures["1_floor_keyring_only"]
     for key in ("median_ms", "min_ms", "max_ms"):
         assert floor[key] > 0
-    ratios = ["2_plugin_startup", "4_in_process_cached_menda_token"]
-    ratios += ["3_warm_daemon"] if daemon else []
+    ratios = ["2_plugin_startup", "2b_plugin_startup_wheel_venv", "4_in_process_cached_menda_token"]
+    ratios += ["3_warm_daemon", "3b_warm_daemon_wheel_venv"] if daemon else []
     for name in ratios:
         fig = figures[name]
         assert fig["median_ms"] > 0 and fig["min_ms"] <= fig["median_ms"] <= fig["max_ms"]
-        for key in ("ratio", "paired_ratio_min", "paired_ratio_max"):
+        assert fig["cpu_median_ms"] > 0
+        for key in (
+            "ratio",
+            "paired_ratio_min",
+            "paired_ratio_max",
+            "ratio_of_minima",
+            "cpu_ratio",
+        ):
             assert fig["vs_floor"][key] > 0, (name, key)
     assert figures["4_in_process_cached_menda_token"]["cloud_calls_per_run"]["registry"] >= 1
     peer = figures["10_peer_keyrings_codeartifact"]
