@@ -222,17 +222,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
     path = _socket(args)
     pid = runtime.ping_pid(path)
     if pid is None:
-        print("menda-credd not running")
-        return 0
+        pid = runtime.lock_holder(path)  # alive but not answering (stopped, wedged)?
+        if pid is None:
+            print("menda-credd not running")
+            return 0
+        print(f"menda-credd (pid {pid}) is not answering; stopping it", file=sys.stderr)
     try:
         os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)
     except ProcessLookupError:
         print("menda-credd not running")
         return 0
     end = time.monotonic() + args.timeout
     while time.monotonic() < end:
         if not _pid_alive(pid) or (
-            runtime.ping_pid(path, timeout=0.5) is None and not os.path.lexists(path)
+            runtime.ping_pid(path, timeout=0.5) is None
+            and not os.path.lexists(path)
+            and runtime.lock_holder(path) is None
         ):
             print(f"menda-credd stopped (pid {pid})")
             return 0
@@ -300,8 +306,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         reply = runtime.ask(path, {"op": "status"}, timeout=5.0)
     except DaemonUnavailable as exc:
+        holder = runtime.lock_holder(path)
         if args.json:
-            print(json.dumps({"running": False, "socket": path, "reason": exc.reason}))
+            report = {"running": False, "socket": path, "reason": exc.reason}
+            if holder is not None:
+                report["unresponsive_pid"] = holder
+            print(json.dumps(report))
+        elif holder is not None:
+            print(f"menda-credd (pid {holder}) holds {path} but is not answering: {exc.reason}")
         else:
             print(f"menda-credd not running (socket {path}: {exc.reason})")
         return 3

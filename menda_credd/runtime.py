@@ -154,6 +154,25 @@ def acquire_daemon_lock(socket_file: str) -> int | None:
     return fd
 
 
+def lock_holder(socket_file: str) -> int | None:
+    """The pid in the life lock while a daemon holds it (answering or not), else None."""
+    try:
+        fd = os.open(lock_path(socket_file), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            data = os.pread(fd, 32, 0)  # held: by a live daemon
+        else:
+            return None  # free (closing the fd releases it again)
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
 # -- talking to a daemon (the CLI, and start's "is somebody there?") ----------------------
 
 
