@@ -16,7 +16,6 @@ exactly what in-process resolution would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -530,9 +529,3 @@ class Broker:
 
 def _domain(target: RegistryTarget) -> str:
     return f"{target.domain}-{target.owner} ({target.region})"
-
-
-async def cancel_quietly(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task

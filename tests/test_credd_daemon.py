@@ -99,12 +99,13 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
 ) -> None:
     cloud.configure(registry_token_lifetime=8)
     line = request_line(CA_URL, "aws", env)
-    received: list[tuple[float, float, str]] = []  # (asked, answered, token)
+    received: list[tuple[float, float, str, bool]] = []  # (asked, answered, token, by CLI)
     end = time.time() + 20.0
     cli_every, next_cli = 2.0, time.time() + 1.0
     while time.time() < end:
         asked = time.time()
-        if asked >= next_cli:
+        by_cli = asked >= next_cli
+        if by_cli:
             result = keyring_get(env)
             assert result.returncode == 0, result.stderr
             token = result.stdout.strip()
@@ -114,14 +115,15 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
             assert reply["ok"], reply
             token = reply["password"]
             time.sleep(0.02)  # pacing only: about 40 requests a second
-        received.append((asked, time.time(), token))
+        received.append((asked, time.time(), token, by_cli))
 
     issued = {t["token"]: t for t in cloud.registry_tokens()}
-    for _asked, answered, token in received:
+    for _asked, answered, token, by_cli in received:
         assert token in issued, "every answer is a token menda-cloud issued"
-        # Not expired, and not in its last stretch either, when the answer arrived.
-        assert issued[token]["expires_at"] - answered > 0.5
-    distinct = {token for _, _, token in received}
+        left = issued[token]["expires_at"] - answered
+        # Never expired on arrival; straight from the socket, not even in its last stretch.
+        assert left > 0 if by_cli else left > 0.5
+    distinct = {token for _, _, token, _ in received}
     assert len(distinct) >= 3, "8 s tokens over 20 s: refreshed at least twice"
     counters = daemon.counters()
     assert counters["waits"] == 1, "only the very first request waited on an exchange"
@@ -130,8 +132,9 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
     # (A refresh may be on its way as we look.)
     assert cloud.counts()["registry"] - (counters["refreshes"] + 1) in (0, 1)
     assert cloud.counts()["oauth"] == 1
-    # Every answer after the first was immediate (from memory, no exchange in line).
-    slow = [answered - asked for asked, answered, _ in received[1:] if answered - asked > 1.5]
+    # Every answer after the first came from memory, never from an exchange in line (the
+    # bound is loose for loaded machines; "waits == 1" above is the exact proof).
+    slow = [b - a for a, b, _, by_cli in received[1:] if not by_cli and b - a > 2.5]
     assert not slow, slow
 
 
