@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from menda_keyring import token_cache
-from menda_keyring.errors import MendaCloudAPIError, MendaError
+from menda_keyring.errors import MendaCloudAPIError, MendaError, redact
 from menda_keyring.identity import Identity, token_cache_path
 from menda_keyring.protocol import (
     AccessTokenRejected,
@@ -45,22 +45,6 @@ from menda_keyring.urls import RegistryTarget
 from . import refresh
 
 log = logging.getLogger("menda_credd.broker")
-
-try:  # the in-process code's redaction, when this menda_keyring has it
-    from menda_keyring.errors import redact
-except ImportError:  # pragma: no cover - older menda_keyring
-
-    def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
-        """Blank out any secret menda-cloud (or a gateway) echoed back to us."""
-        message = error.message
-        for secret in secrets:
-            if secret and len(secret) >= 4 and secret in message:
-                message = message.replace(secret, "***")
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-        return error
-
 
 AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
 Key = tuple[str, RegistryTarget]

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from menda_keyring.errors import MendaError, error_to_wire
+from menda_keyring.errors import MendaError, error_to_wire, redact
 from menda_keyring.identity import (
     DEFAULT_PROFILE,
     ENV_CLIENT_ID,
@@ -40,7 +40,7 @@ from menda_keyring.urls import parse_codeartifact_service
 from menda_keyring.wire import HEARTBEAT, MAX_LINE, VERSION, identity_env
 
 from . import __version__
-from .broker import Broker, redact
+from .broker import Broker
 from .runtime import peer_uid
 
 log = logging.getLogger("menda_credd.server")

@@ -9,7 +9,9 @@ caller resolves in process instead, so a wedged daemon never hangs uv or pip.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 import time
 from collections.abc import Mapping
 
@@ -17,6 +19,9 @@ from .wire import MAX_LINE, VERSION, identity_env
 
 CONNECT_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.5
+#: How long a silent daemon that is runnable but not running (starved of CPU by a
+#: herd of installers, not stopped or blocked) may stay silent before we give up.
+STARVED_PATIENCE = 12.0
 #: The daemon applies the resolution ceiling itself; this is the shim's last resort.
 DEFAULT_CEILING = 30.0
 
@@ -68,6 +73,8 @@ def exchange(path: str, line: bytes, total_timeout: float) -> dict:
                 f"cannot reach the daemon at {path}: {exc.strerror or exc}"
             ) from None
         end = time.monotonic() + total_timeout
+        daemon_pid = _peer_pid(sock)
+        silent_since = time.monotonic()
         buffer = b""
         while True:
             newline = buffer.find(b"\n")
@@ -84,16 +91,56 @@ def exchange(path: str, line: bytes, total_timeout: float) -> dict:
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
+                silent = time.monotonic() - silent_since
+                if silent < STARVED_PATIENCE and _waiting_for_cpu(daemon_pid):
+                    continue
                 raise DaemonUnavailable("the daemon stopped answering") from None
             except OSError as exc:
                 raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
             if not chunk:
                 raise DaemonUnavailable("the daemon closed the connection before answering")
+            silent_since = time.monotonic()
             buffer += chunk
             if len(buffer) > MAX_LINE:
                 raise DaemonUnavailable("the daemon's answer is too large")
     finally:
         sock.close()
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The daemon's pid from the kernel (Linux ``SO_PEERCRED``), None elsewhere."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, 12))
+    except (OSError, struct.error):
+        return None
+    return pid or None
+
+
+def _waiting_for_cpu(pid: int | None) -> bool:
+    """True when a thread of the daemon is runnable (state R): silent because starved.
+
+    Every thread counts: the event loop may be waiting for the GIL held by a worker
+    thread that is itself waiting for a CPU. A stopped (T) or dead daemon, one whose
+    threads all sleep, or one we cannot see, is not waited for.
+    """
+    if pid is None:
+        return False
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat_file:
+                fields = stat_file.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if fields and fields[0] == b"R":
+            return True
+    return False
 
 
 def _parse(raw: bytes) -> dict:

@@ -1,0 +1,129 @@
+"""The shim's patience: a starved daemon is waited for, a stopped or wedged one is not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from menda_keyring.client import (
+    IDLE_TIMEOUT,
+    DaemonUnavailable,
+    _peer_pid,
+    _waiting_for_cpu,
+    exchange,
+    request_line,
+)
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+
+
+def state_of(pid: int) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rpartition(b")")[2].split()[0]
+
+
+def wait_for_state(pid: int, wanted: bytes, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while state_of(pid) != wanted:
+        assert time.monotonic() < end, f"process {pid} never reached state {wanted!r}"
+        time.sleep(0.01)
+
+
+@linux_only
+def test_runnable_means_waiting_for_cpu_and_stopped_does_not() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    asleep = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for_state(busy.pid, b"R")
+        wait_for_state(asleep.pid, b"S")
+        assert _waiting_for_cpu(busy.pid)
+        assert not _waiting_for_cpu(asleep.pid)
+        os.kill(busy.pid, signal.SIGSTOP)
+        wait_for_state(busy.pid, b"T")
+        assert not _waiting_for_cpu(busy.pid)
+    finally:
+        busy.kill()
+        asleep.kill()
+        busy.wait()
+        asleep.wait()
+    assert not _waiting_for_cpu(None)
+    assert not _waiting_for_cpu(busy.pid)  # gone
+
+
+@linux_only
+def test_peer_pid_is_the_listening_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        assert _peer_pid(client) == os.getpid()
+    finally:
+        client.close()
+        server.close()
+
+
+# A stand-in daemon: accepts one request, stays silent for SILENCE seconds either
+# spinning on the CPU (runnable, like a daemon starved by a herd) or sleeping
+# (like a wedged one), then answers.
+SILENT_DAEMON = textwrap.dedent(
+    """
+    import json, socket, sys, time
+    path, how, silence = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    print("ready", flush=True)
+    conn, _ = server.accept()
+    conn.recv(65536)
+    end = time.monotonic() + silence
+    while time.monotonic() < end:
+        if how == "sleep":
+            time.sleep(end - time.monotonic())
+    conn.sendall(json.dumps({"v": 1, "ok": True, "password": "late-answer"}).encode() + b"\\n")
+    time.sleep(5)
+    """
+)
+
+
+def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[dict | str, float]:
+    path = str(tmp_path / f"{how}.sock")
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", SILENT_DAEMON, path, how, str(silence)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        try:
+            answer: dict | str = exchange(path, request_line("svc", "aws", {}), 30)
+        except DaemonUnavailable as exc:
+            answer = exc.reason
+        return answer, time.monotonic() - started
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+@linux_only
+def test_a_starved_daemon_is_waited_for(tmp_path: Path) -> None:
+    answer, elapsed = ask_silent_daemon(tmp_path, "spin", IDLE_TIMEOUT + 2)
+    assert answer == {"v": 1, "ok": True, "password": "late-answer"}
+    assert elapsed >= IDLE_TIMEOUT
+
+
+def test_a_silent_sleeping_daemon_is_given_up_on(tmp_path: Path) -> None:
+    answer, elapsed = ask_silent_daemon(tmp_path, "sleep", IDLE_TIMEOUT + 5)
+    assert answer == "the daemon stopped answering"
+    assert elapsed < IDLE_TIMEOUT + 4
