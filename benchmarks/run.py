@@ -1032,7 +1032,7 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"8 uv {mode}: {u}")
     sim = f.get("9_simulated_day")
     if isinstance(sim, dict):
-        for name in ("12h", "1h", "12h_outage", "1h_outage"):
+        for name in ("12h", "1h", "12h_outage", "1h_outage", "12h_outage_one_try_per_refresh"):
             s = sim.get(name)
             if not isinstance(s, dict):
                 continue

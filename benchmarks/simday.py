@@ -150,6 +150,7 @@ async def scenario(
     pairs: int,
     interval: float,
     seed: int,
+    max_attempts: int | None = None,
 ) -> dict[str, Any]:
     from menda_credd.broker import Broker
     from menda_keyring.errors import MendaError
@@ -165,7 +166,10 @@ async def scenario(
 
     upstream = FakeUpstream(clock, t0, registry_lifetime, outage)
     rng = random.Random(seed)
-    broker = Broker(upstream.send, clock=clock, rand=rng.random)
+    from menda_keyring.retry import RetryPolicy
+
+    policy = RetryPolicy(max_attempts=max_attempts) if max_attempts else None
+    broker = Broker(upstream.send, clock=clock, rand=rng.random, policy=policy)
     flights: dict[tuple[str, str], list[float]] = defaultdict(list)
     fetch = broker._fetch
 
@@ -273,13 +277,16 @@ def run_all(pairs: int, interval: float) -> dict[str, Any]:
         "a virtual clock (the resolver's retry sleeps in the Broker's worker thread made "
         "virtual too); fake menda-cloud in memory; exchanges counted per (identity, domain)"
     }
-    plans = {
-        "12h": (43200, None),
-        "1h": (3600, None),
+    plans: dict[str, tuple[int, tuple[float, float] | None, int | None]] = {
+        "12h": (43200, None, None),
+        "1h": (3600, None, None),
         # The outage starts when the first refreshes of 12 h tokens fall due (75 %).
-        "12h_outage": (43200, (0.75 * 43200, 1800.0)),
+        "12h_outage": (43200, (0.75 * 43200, 1800.0), None),
         # With 1 h tokens a refresh at 75-85 % leaves 9-15 min: a 30 min outage outlasts it.
-        "1h_outage": (3600, (3 * 3600 + 0.75 * 3600, 1800.0)),
+        "1h_outage": (3600, (3 * 3600 + 0.75 * 3600, 1800.0), None),
+        # A proposal, measured: one HTTP try per refresh attempt (the refresh timer already
+        # backs off), instead of RetryPolicy's 4 tries inside every attempt.
+        "12h_outage_one_try_per_refresh": (43200, (0.75 * 43200, 1800.0), 1),
     }
     import logging
 
@@ -287,7 +294,7 @@ def run_all(pairs: int, interval: float) -> dict[str, Any]:
 
     logging.getLogger("menda_credd").setLevel(logging.CRITICAL)
     defaults = resolver.call_with_retries.__defaults__
-    for name, (lifetime, outage) in plans.items():
+    for name, (lifetime, outage, attempts) in plans.items():
         loop = VirtualClockLoop()
 
         def thread_sleep(seconds: float, loop: VirtualClockLoop = loop) -> None:
@@ -298,7 +305,9 @@ def run_all(pairs: int, interval: float) -> dict[str, Any]:
         assert defaults is not None
         resolver.call_with_retries.__defaults__ = (defaults[0], thread_sleep)
         try:
-            out[name] = loop.run_until_complete(scenario(lifetime, outage, pairs, interval, 7))
+            out[name] = loop.run_until_complete(
+                scenario(lifetime, outage, pairs, interval, 7, attempts)
+            )
         finally:
             resolver.call_with_retries.__defaults__ = defaults
             loop.close()
