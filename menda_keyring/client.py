@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Mapping
 
@@ -54,57 +55,138 @@ def total_timeout(env: Mapping[str, str]) -> float:
     return min(max(ceiling, 1.0), 600.0) + 5.0
 
 
+class _StaleConnection(Exception):
+    """A kept connection the daemon has closed meanwhile (idle timeout, restart)."""
+
+
+class _Connection:
+    """One connection to the daemon, reused by later calls of the same process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.owner = os.getpid()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            self.sock.connect(path)
+        except BaseException as exc:
+            self.sock.close()
+            if isinstance(exc, FileNotFoundError):
+                raise DaemonUnavailable(f"no daemon socket at {path}") from None
+            if isinstance(exc, ConnectionRefusedError):
+                raise DaemonUnavailable(f"nobody listens on {path} (stale socket)") from None
+            if isinstance(exc, OSError):
+                reason = exc.strerror or type(exc).__name__
+                raise DaemonUnavailable(f"cannot reach the daemon at {path}: {reason}") from None
+            raise
+        self.daemon_pid = _peer_pid(self.sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_kept: _Connection | None = None
+_kept_lock = threading.Lock()
+
+
+def _take_kept(path: str) -> _Connection | None:
+    """The connection an earlier call left open, if it is ours to use (same socket, not forked)."""
+    global _kept
+    with _kept_lock:
+        conn, _kept = _kept, None
+    if conn is not None and (conn.path != path or conn.owner != os.getpid()):
+        if conn.owner == os.getpid():
+            conn.close()
+        return None
+    return conn
+
+
+def _keep(conn: _Connection) -> None:
+    global _kept
+    with _kept_lock:
+        previous, _kept = _kept, conn
+    if previous is not None and previous is not conn:
+        previous.close()
+
+
 def exchange(path: str, line: bytes, total_timeout: float) -> dict:
-    """Send one request line and return the final answer, skipping heartbeats."""
+    """Send one request line and return the final answer, skipping heartbeats.
+
+    Reuses the connection a previous call of this process left open (a library caller
+    such as pip's import provider asks many times); a kept connection the daemon has
+    closed meanwhile is replaced once, transparently.
+    """
     if len(line) > MAX_LINE:
         raise DaemonUnavailable("request too large for the daemon")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    kept = _take_kept(path)
+    if kept is not None:
+        try:
+            reply = _converse(kept, line, total_timeout, reused=True)
+        except _StaleConnection:
+            kept.close()
+        except BaseException:
+            kept.close()
+            raise
+        else:
+            _keep(kept)
+            return reply
+    conn = _Connection(path)
+    try:
+        reply = _converse(conn, line, total_timeout, reused=False)
+    except BaseException:
+        conn.close()
+        raise
+    _keep(conn)
+    return reply
+
+
+def _converse(conn: _Connection, line: bytes, total_timeout: float, reused: bool) -> dict:
+    sock = conn.sock
     try:
         sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            sock.connect(path)
-            sock.sendall(line)
-        except FileNotFoundError:
-            raise DaemonUnavailable(f"no daemon socket at {path}") from None
-        except ConnectionRefusedError:
-            raise DaemonUnavailable(f"nobody listens on {path} (stale socket)") from None
-        except OSError as exc:
-            raise DaemonUnavailable(
-                f"cannot reach the daemon at {path}: {exc.strerror or exc}"
-            ) from None
-        end = time.monotonic() + total_timeout
-        daemon_pid = _peer_pid(sock)
-        silent_since = time.monotonic()
-        buffer = b""
-        while True:
+        sock.sendall(line)
+    except OSError as exc:
+        if reused:
+            raise _StaleConnection from None
+        raise DaemonUnavailable(f"cannot talk to the daemon: {exc.strerror or exc}") from None
+    end = time.monotonic() + total_timeout
+    silent_since = time.monotonic()
+    buffer = b""
+    answered = False
+    while True:
+        newline = buffer.find(b"\n")
+        while newline >= 0:
+            reply = _parse(buffer[:newline])
+            buffer = buffer[newline + 1 :]
+            if not reply.get("wait"):
+                if buffer:
+                    raise DaemonUnavailable("the daemon sent more than one answer")
+                return reply
             newline = buffer.find(b"\n")
-            while newline >= 0:
-                reply = _parse(buffer[:newline])
-                buffer = buffer[newline + 1 :]
-                if not reply.get("wait"):
-                    return reply
-                newline = buffer.find(b"\n")
-            left = end - time.monotonic()
-            if left <= 0:
-                raise DaemonUnavailable("the daemon did not finish in time")
-            sock.settimeout(min(IDLE_TIMEOUT, left))
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                silent = time.monotonic() - silent_since
-                if silent < STARVED_PATIENCE and _waiting_for_cpu(daemon_pid):
-                    continue
-                raise DaemonUnavailable("the daemon stopped answering") from None
-            except OSError as exc:
-                raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
-            if not chunk:
-                raise DaemonUnavailable("the daemon closed the connection before answering")
-            silent_since = time.monotonic()
-            buffer += chunk
-            if len(buffer) > MAX_LINE:
-                raise DaemonUnavailable("the daemon's answer is too large")
-    finally:
-        sock.close()
+        left = end - time.monotonic()
+        if left <= 0:
+            raise DaemonUnavailable("the daemon did not finish in time")
+        sock.settimeout(min(IDLE_TIMEOUT, left))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            silent = time.monotonic() - silent_since
+            if silent < STARVED_PATIENCE and _waiting_for_cpu(conn.daemon_pid):
+                continue
+            raise DaemonUnavailable("the daemon stopped answering") from None
+        except OSError as exc:
+            if reused and not answered:
+                raise _StaleConnection from None
+            raise DaemonUnavailable(f"lost the daemon: {exc.strerror or exc}") from None
+        if not chunk:
+            if reused and not answered:
+                raise _StaleConnection
+            raise DaemonUnavailable("the daemon closed the connection before answering")
+        answered = True
+        silent_since = time.monotonic()
+        buffer += chunk
+        if len(buffer) > MAX_LINE:
+            raise DaemonUnavailable("the daemon's answer is too large")
 
 
 def _peer_pid(sock: socket.socket) -> int | None:

@@ -21,6 +21,10 @@ from menda_keyring.client import (
     exchange,
     request_line,
 )
+from tests.conftest import CA_URL
+from tests.credd_helpers import Daemon, m2m_env_for
+from tests.credd_helpers import sockdir as sockdir  # noqa: F401 - a fixture
+from tests.fakes.menda_cloud import FakeMendaCloud
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -127,3 +131,33 @@ def test_a_silent_sleeping_daemon_is_given_up_on(tmp_path: Path) -> None:
     answer, elapsed = ask_silent_daemon(tmp_path, "sleep", IDLE_TIMEOUT + 5)
     assert answer == "the daemon stopped answering"
     assert elapsed < IDLE_TIMEOUT + 4
+
+
+def test_a_library_caller_reuses_one_connection_and_survives_a_daemon_restart(
+    cloud: FakeMendaCloud, home: Path, sockdir: Path
+) -> None:
+    from menda_keyring import client
+    from menda_keyring.backend import fetch_token
+    from menda_keyring.urls import parse_codeartifact_service
+
+    env = m2m_env_for(home, cloud, sockdir / "c.sock")
+    target = parse_codeartifact_service(CA_URL)
+    assert target is not None
+    with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:
+        before = daemon.counters()["connections"]
+        tokens = {fetch_token(CA_URL, target, env) for _ in range(20)}
+        assert len(tokens) == 1 and cloud.is_valid_registry_token(tokens.pop())
+        counters = daemon.counters()
+        # One connection for all twenty (the helpers' status probes may share it too);
+        # without reuse there would be twenty more.
+        assert counters["connections"] - before <= 1
+        assert counters["requests"] == 20
+        first_pid = daemon.pid
+    assert client._kept is not None  # left open by the last call
+    # The daemon is gone and a new one listens on the same path: the kept connection
+    # is stale, and the next call reconnects once instead of resolving in process.
+    with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:
+        assert daemon.pid != first_pid
+        assert cloud.is_valid_registry_token(fetch_token(CA_URL, target, env))
+        assert daemon.counters()["requests"] == 1
+    assert cloud.counts()["registry"] == 2
