@@ -13,6 +13,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ class Identity:
             return f"env client {self.client_id} ({self.auth_type}) at {self.host}"
         return f"profile {shown(self.profile or '')} ({self.auth_type}) at {self.host}"
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """Distinguishes identities in memory: a changed secret is another identity."""
         digest = hashlib.sha256()

@@ -16,22 +16,38 @@ from typing import NamedTuple
 _DOMAIN = r"[a-z][a-z0-9-]{0,48}[a-z0-9]"
 _OWNER = r"[0-9]{12}"
 _REGION = r"[a-z]{2}(?:-[a-z0-9]+)+"
-_CODEARTIFACT_HOST = re.compile(
-    rf"(?P<domain>{_DOMAIN})-(?P<owner>{_OWNER})\.d\.codeartifact\.(?P<region>{_REGION})"
-    r"\.amazonaws\.com",
-    re.ASCII,
-)
-_VPCE_HOST = re.compile(
-    rf"vpce-[a-z0-9-]+\.d\.codeartifact\.(?P<region>{_REGION})\.vpce\.amazonaws\.com",
-    re.ASCII,
-)
-_VPCE_PATH = re.compile(
-    rf"/[a-z0-9-]+/d/(?P<domain>{_DOMAIN})-(?P<owner>{_OWNER})/[^/?#]+(?:[/?#].*)?",
-    re.ASCII | re.DOTALL,
-)
-_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
-_AUTHORITY_END = re.compile(r"[/?#\\]")
-_FORBIDDEN = re.compile(r"[\x00-\x20\x7f%]")
+
+
+class _Patterns:
+    """Compiled on first use: most ``keyring`` start-ups never ask about CodeArtifact."""
+
+    def __init__(self) -> None:
+        self.codeartifact_host = re.compile(
+            rf"(?P<domain>{_DOMAIN})-(?P<owner>{_OWNER})\.d\.codeartifact\.(?P<region>{_REGION})"
+            r"\.amazonaws\.com",
+            re.ASCII,
+        )
+        self.vpce_host = re.compile(
+            rf"vpce-[a-z0-9-]+\.d\.codeartifact\.(?P<region>{_REGION})\.vpce\.amazonaws\.com",
+            re.ASCII,
+        )
+        self.vpce_path = re.compile(
+            rf"/[a-z0-9-]+/d/(?P<domain>{_DOMAIN})-(?P<owner>{_OWNER})/[^/?#]+(?:[/?#].*)?",
+            re.ASCII | re.DOTALL,
+        )
+        self.port = re.compile(r"[0-9]{1,5}", re.ASCII)
+        self.authority_end = re.compile(r"[/?#\\]")
+        self.forbidden = re.compile(r"[\x00-\x20\x7f%]")
+
+
+_patterns: _Patterns | None = None
+
+
+def _compiled() -> _Patterns:
+    global _patterns
+    if _patterns is None:
+        _patterns = _Patterns()
+    return _patterns
 
 
 class RegistryTarget(NamedTuple):
@@ -46,31 +62,34 @@ def parse_codeartifact_service(service: object) -> RegistryTarget | None:
     """Return the CodeArtifact domain ``service`` names, or None when it is not ours."""
     if not isinstance(service, str) or not service or len(service) > 2048:
         return None
+    if "codeartifact" not in service.lower():
+        return None  # every host we answer for says so; the common case costs no regex
+    patterns = _compiled()
     scheme, sep, rest = service.partition("://")
     if sep:
         if scheme.lower() not in ("http", "https"):
             return None
     else:
         rest = service
-    end = _AUTHORITY_END.search(rest)
+    end = patterns.authority_end.search(rest)
     authority, path = (rest, "") if end is None else (rest[: end.start()], rest[end.start() :])
     host_port = authority.rpartition("@")[2]
-    if not host_port or _FORBIDDEN.search(host_port):
+    if not host_port or patterns.forbidden.search(host_port):
         return None
     host, colon, port = host_port.partition(":")
-    if colon and not _PORT.fullmatch(port):
+    if colon and not patterns.port.fullmatch(port):
         return None
     host = host.lower()
     if host.endswith("."):
         host = host[:-1]
-    match = _CODEARTIFACT_HOST.fullmatch(host)
+    match = patterns.codeartifact_host.fullmatch(host)
     if match:
         return RegistryTarget(match["domain"], match["owner"], match["region"])
-    vpce = _VPCE_HOST.fullmatch(host)
+    vpce = patterns.vpce_host.fullmatch(host)
     if vpce:
         if path.startswith("\\"):
             return None
-        in_path = _VPCE_PATH.fullmatch(path)
+        in_path = patterns.vpce_path.fullmatch(path)
         if in_path:
             return RegistryTarget(in_path["domain"], in_path["owner"], vpce["region"])
     return None
