@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -52,3 +53,37 @@ def m2m_env(home: Path, cloud: FakeMendaCloud, **extra: str) -> dict[str, str]:
         "MENDA_HOST": cloud.url,
     }
     return base_env(home, **{**trio, **extra})
+
+
+def write_profile(home: Path, text: str | bytes) -> Path:
+    """Write ``~/.menda/mendacfg`` as ``menda auth configure`` would."""
+    folder = home / ".menda"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "mendacfg"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def write_user_token(home: Path, profile: str, token: str, expires_at: int, host: str) -> Path:
+    """What ``menda auth login`` leaves in the shared cache for a u2m profile."""
+    folder = home / ".menda" / "tokens" / "cache"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / ".token"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {"version": 1, "tokens": {}}
+    data["tokens"][f"u2m:{profile}"] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at,
+        "host": host,
+        "auth_type": "u2m",
+    }
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path

@@ -9,7 +9,6 @@ condition with a generous deadline.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,16 @@ import pytest
 
 from menda_credd import runtime
 from menda_keyring.client import DaemonUnavailable
-from tests.conftest import BIN, CA_URL, CLIENT_ID, CLIENT_SECRET, base_env, m2m_env
+from tests.conftest import (  # noqa: F401 - re-exported for the daemon tests
+    BIN,
+    CA_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    base_env,
+    m2m_env,
+    write_profile,
+    write_user_token,
+)
 
 __all__ = [
     "BIN",
@@ -134,34 +142,6 @@ def error_of(stderr: str) -> tuple[str, str] | None:
     """(error class name, message) of the typed error keyring reported, however it prints it."""
     match = _ERROR.fullmatch(last_error_line(stderr).strip())
     return (match["cls"], match["msg"]) if match else None
-
-
-def write_profile(home: Path, text: str) -> Path:
-    folder = home / ".menda"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / "mendacfg"
-    path.write_text(text)
-    return path
-
-
-def write_user_token(home: Path, profile: str, token: str, expires_at: int, host: str) -> None:
-    """What ``menda auth login`` leaves in the shared cache for a u2m profile."""
-    folder = home / ".menda" / "tokens" / "cache"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / ".token"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {"version": 1, "tokens": {}}
-    data["tokens"][f"u2m:{profile}"] = {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_at": expires_at,
-        "host": host,
-        "auth_type": "u2m",
-    }
-    path.write_text(json.dumps(data))
-    path.chmod(0o600)
 
 
 class Daemon:

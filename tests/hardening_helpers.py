@@ -26,7 +26,8 @@ from typing import Any
 
 from menda_credd import runtime
 from menda_keyring.client import DaemonUnavailable
-from tests.conftest import BIN, CA_URL
+from tests.conftest import BIN, CA_URL, write_profile, write_user_token
+from tests.conftest import base_env as clean_env
 
 PYTHON = sys.executable
 KEYRING = str(BIN / "keyring")
@@ -87,52 +88,6 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """A from-scratch environment: nothing of the outside world's MENDA_*, proxies or CAs."""
-    env = {
-        "HOME": str(home),
-        "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "MENDA_CREDD_SOCKET": str(home / "no-daemon.sock"),
-    }
-    env.update(extra)
-    return env
-
-
-def write_profile(home: Path, text: str | bytes) -> Path:
-    folder = home / ".menda"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / "mendacfg"
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-def write_user_token(home: Path, profile: str, token: str, expires_at: int, host: str) -> Path:
-    """What ``menda auth login`` leaves in the shared cache for a u2m profile."""
-    folder = home / ".menda" / "tokens" / "cache"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / ".token"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {"version": 1, "tokens": {}}
-    data["tokens"][f"u2m:{profile}"] = {
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_at": expires_at,
-        "host": host,
-        "auth_type": "u2m",
-    }
-    path.write_text(json.dumps(data))
-    path.chmod(0o600)
-    return path
 
 
 # -- the keyring CLI ----------------------------------------------------------------------

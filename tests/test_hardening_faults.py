@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.fakes.tls_front import tls_front
 from tests.hardening_helpers import (
     Daemon,
     clean_env,
@@ -47,36 +43,6 @@ MODES = ("in-process", "daemon")
 class Shared:
     cloud: FakeMendaCloud
     daemon: Daemon
-
-
-def _tls_front(cloud: FakeMendaCloud) -> ThreadingHTTPServer:
-    """HTTPS on loopback with a certificate from a CA nobody here trusts; relays to the fake."""
-
-    class Relay(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            request = urllib.request.Request(cloud.url + self.path, body, headers, method="POST")
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            try:
-                answer = opener.open(request, timeout=10)
-            except urllib.error.HTTPError as error:
-                answer = error
-            payload = answer.read()
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    trustme.CA().issue_cert("localhost").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    return server
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +214,7 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
         if case.host == "refused":
             host = f"http://127.0.0.1:{closed_port()}"
         elif case.host == "tls":
-            tls = _tls_front(cloud)
+            tls = tls_front(cloud)
             threading.Thread(target=tls.serve_forever, daemon=True).start()
             host = f"https://localhost:{tls.server_address[1]}"
         try:

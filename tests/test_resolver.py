@@ -13,7 +13,14 @@ from menda_keyring.identity import token_cache_path
 from menda_keyring.resolver import InProcessResolver
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import CA_URL, CLIENT_ID, CLIENT_SECRET, m2m_env
+from tests.conftest import (
+    CA_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    m2m_env,
+    write_profile,
+    write_user_token,
+)
 from tests.fakes.menda_cloud import FakeMendaCloud
 
 TARGET = parse_codeartifact_service(CA_URL)
@@ -23,11 +30,6 @@ FAST = RetryPolicy(max_attempts=4, base=0.01, cap=0.05)
 def resolve(env: dict[str, str], policy: RetryPolicy = FAST) -> str:
     assert TARGET is not None
     return InProcessResolver(env, policy=policy).resolve(TARGET).token
-
-
-def write_profile(home: Path, text: str) -> None:
-    (home / ".menda").mkdir(exist_ok=True)
-    (home / ".menda" / "mendacfg").write_text(text)
 
 
 def test_env_m2m_exchanges_once_then_reuses_the_cached_machine_token(
@@ -65,24 +67,7 @@ def test_u2m_uses_the_cli_login_and_never_calls_oauth(cloud: FakeMendaCloud, hom
     ):
         resolve({"HOME": str(home)})
     user_token, expires_at = cloud.issue_user_token("alice", 3600)
-    cache = token_cache_path(home)
-    cache.parent.mkdir(parents=True)
-    cache.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "tokens": {
-                    "u2m:default": {
-                        "access_token": user_token,
-                        "token_type": "Bearer",
-                        "expires_at": expires_at,
-                        "host": cloud.url,
-                        "auth_type": "u2m",
-                    }
-                },
-            }
-        )
-    )
+    write_user_token(home, "default", user_token, expires_at, cloud.url)
     assert cloud.is_valid_registry_token(resolve({"HOME": str(home)}))
     assert cloud.counts()["oauth"] == 0
     cloud.revoke(user_token)

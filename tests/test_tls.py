@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ssl
 import subprocess
 import threading
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,36 +12,7 @@ import trustme
 
 from tests.conftest import BIN, CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
-
-
-def tls_front(cloud: FakeMendaCloud, ca: trustme.CA) -> ThreadingHTTPServer:
-    """An HTTPS server for ``localhost`` that relays each POST to the plain-HTTP fake."""
-
-    class Relay(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            request = urllib.request.Request(cloud.url + self.path, body, headers, method="POST")
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            try:
-                answer = opener.open(request, timeout=10)
-            except urllib.error.HTTPError as error:
-                answer = error
-            payload = answer.read()
-            self.send_response(answer.status)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    return server
+from tests.fakes.tls_front import tls_front
 
 
 @pytest.fixture
