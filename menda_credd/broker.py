@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,53 @@ COUNTERS = (
 )
 
 
+class FlightMode:
+    """Whether anyone waits in the foreground for a flight (a ``get`` on a cold entry).
+
+    A background refresh makes one HTTP try per attempt: the refresh timer already backs
+    off (capped, jittered) between attempts, so ``RetryPolicy``'s tries inside each attempt
+    would only multiply the calls to a menda-cloud in trouble. Once a foreground request
+    joins the flight (directly, or through a flight that waits on it), the normal policy
+    applies to the tries still to come, as it would had that request started the flight.
+    """
+
+    __slots__ = ("foreground", "parents")
+
+    def __init__(self, foreground: bool) -> None:
+        self.foreground = foreground
+        self.parents: list[FlightMode] = []
+
+    def waited_on(self) -> bool:
+        if self.foreground:
+            return True
+        return any(parent.waited_on() for parent in self.parents)
+
+    def join(self, other: FlightMode) -> None:
+        """``other``'s flight waits on this one."""
+        if other.foreground:
+            self.foreground = True
+        elif other is not self and other not in self.parents:
+            self.parents.append(other)
+
+
+@dataclass(frozen=True)
+class FlightPolicy(RetryPolicy):
+    """``RetryPolicy`` for one flight: a single try while only the refresh timer waits."""
+
+    mode: FlightMode | None = field(default=None, compare=False)
+
+    def delay(
+        self,
+        attempt: int,
+        retry_after: float | None,
+        remaining: float,
+        rand: Callable[[], float] = random.random,
+    ) -> float | None:
+        if self.mode is not None and not self.mode.waited_on():
+            return None  # background: one try per attempt
+        return super().delay(attempt, retry_after, remaining, rand)
+
+
 @dataclass(eq=False)
 class Entry:
     """One (identity, CodeArtifact domain) the daemon keeps a token for."""
@@ -80,12 +127,16 @@ class Entry:
     last_used: float
     token: RegistryToken | None = None
     flight: asyncio.Task[RegistryToken] | None = field(default=None, repr=False)
+    flight_mode: FlightMode | None = field(default=None, repr=False)
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     refresh_at: float | None = None
     last_refresh: float | None = None
     refresh_failures: int = 0
     requests: int = 0
     last_error: str | None = None
+    #: The server's encoded answer for ``token`` (kept with the token it encodes, so a new
+    #: token never gets an old answer); dropped with the entry.
+    answer: tuple[RegistryToken, bytes] | None = field(default=None, repr=False)
 
 
 class Broker:
@@ -108,6 +159,7 @@ class Broker:
         self.entries: dict[Key, Entry] = {}
         self.access: dict[str, AccessToken] = {}
         self.oauth_flights: dict[str, asyncio.Task[AccessToken]] = {}
+        self._oauth_modes: dict[str, FlightMode] = {}
         self._user_files: dict[str, tuple[tuple[int, ...], token_cache.CacheSnapshot]] = {}
         self._user_scopes: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -130,6 +182,11 @@ class Broker:
         self, identity: Identity, target: RegistryTarget, scope: str = ""
     ) -> RegistryToken | None:
         """A servable token already in memory (the hot path), else None."""
+        entry = self.lookup(identity, target, scope)
+        return None if entry is None else entry.token
+
+    def lookup(self, identity: Identity, target: RegistryTarget, scope: str = "") -> Entry | None:
+        """:meth:`peek`, returning the entry whose ``token`` is servable (counted as a hit)."""
         entry = self.entries.get((identity.fingerprint + scope, target))
         if entry is None or entry.token is None:
             return None
@@ -139,7 +196,7 @@ class Broker:
         entry.last_used = now
         entry.requests += 1
         self.count("hits")
-        return entry.token
+        return entry
 
     async def get(
         self,
@@ -167,6 +224,8 @@ class Broker:
         self.count("waits")
         if entry.flight is None:
             entry.flight = self._start_flight(entry, deadline, background=False)
+        elif entry.flight_mode is not None:
+            entry.flight_mode.foreground = True  # a refresh in flight: full policy from now
         flight = entry.flight
         try:
             return await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
@@ -200,7 +259,7 @@ class Broker:
         if token is None or not token.usable(self.clock()):
             # The in-process code raises the very error (or finds a token just written).
             token = await asyncio.to_thread(
-                self._disk_access_token, identity, home, cache, deadline, None
+                self._disk_access_token, identity, home, cache, deadline, None, None
             )
         scope = ":" + hashlib.sha256(token.token.encode()).hexdigest()[:16]
         previous = self._user_scopes.get(identity.fingerprint)
@@ -217,11 +276,13 @@ class Broker:
     def _start_flight(
         self, entry: Entry, deadline: Deadline, background: bool
     ) -> asyncio.Task[RegistryToken]:
+        entry.flight_mode = FlightMode(foreground=not background)
         task = self.loop.create_task(self._fetch(entry, deadline, background))
 
         def done(t: asyncio.Task[RegistryToken]) -> None:
             if entry.flight is t:
                 entry.flight = None
+                entry.flight_mode = None
             if not t.cancelled():
                 t.exception()  # retrieved: background failures are handled in _fetch
             self._after_flight(entry)
@@ -232,8 +293,9 @@ class Broker:
     async def _fetch(self, entry: Entry, deadline: Deadline, background: bool) -> RegistryToken:
         what = "refresh" if background else "exchange"
         log.debug("%s for %s, domain %s", what, entry.identity.label, _domain(entry.target))
+        mode = entry.flight_mode or FlightMode(foreground=not background)
         try:
-            token = await self._resolve(entry.identity, entry.target, entry.home, deadline)
+            token = await self._resolve(entry.identity, entry.target, entry.home, deadline, mode)
         except MendaError as exc:
             entry.last_error = exc.kind
             if background:
@@ -332,38 +394,61 @@ class Broker:
 
     # -- the resolution itself (mirrors menda_keyring.resolver) ------------------------
 
+    def _policy(self, mode: FlightMode | None) -> RetryPolicy:
+        """The retry policy of a flight: ``self.policy``, one try while in the background."""
+        if mode is None or mode.foreground:
+            return self.policy
+        kept = {f.name: getattr(self.policy, f.name) for f in fields(RetryPolicy)}
+        return FlightPolicy(**kept, mode=mode)
+
     async def _resolve(
-        self, identity: Identity, target: RegistryTarget, home: Path, deadline: Deadline
+        self,
+        identity: Identity,
+        target: RegistryTarget,
+        home: Path,
+        deadline: Deadline,
+        mode: FlightMode | None = None,
     ) -> RegistryToken:
         cache = token_cache_path(home)
-        access = await self._access_token(identity, home, cache, deadline)
+        access = await self._access_token(identity, home, cache, deadline, None, mode)
         try:
-            return await self._exchange(identity, access, target, deadline)
+            return await self._exchange(identity, access, target, deadline, mode)
         except AccessTokenRejected:
-            access = await self._access_token(identity, home, cache, deadline, access.token)
+            access = await self._access_token(identity, home, cache, deadline, access.token, mode)
             try:
-                return await self._exchange(identity, access, target, deadline)
+                return await self._exchange(identity, access, target, deadline, mode)
             except AccessTokenRejected as again:
                 raise MendaCloudAPIError(
                     f"{again.message}, also with a freshly issued token", 401
                 ) from None
 
     async def _exchange(
-        self, identity: Identity, access: AccessToken, target: RegistryTarget, deadline: Deadline
+        self,
+        identity: Identity,
+        access: AccessToken,
+        target: RegistryTarget,
+        deadline: Deadline,
+        mode: FlightMode | None = None,
     ) -> RegistryToken:
         request = registry_request(identity.host, access.token, target)
         token = await self._call_with_retries(
             request,
             lambda r: parse_registry_response(r, identity, target, self.clock()),
             deadline,
+            self._policy(mode),
         )
         assert isinstance(token, RegistryToken)
         return token
 
     async def _call_with_retries(
-        self, request: HttpRequest, parse: Callable[[HttpResponse], Any], deadline: Deadline
+        self,
+        request: HttpRequest,
+        parse: Callable[[HttpResponse], Any],
+        deadline: Deadline,
+        policy: RetryPolicy | None = None,
     ) -> Any:
         """``menda_keyring.resolver.call_with_retries``, awaiting instead of sleeping."""
+        policy = self.policy if policy is None else policy
         attempt = 0
         while True:
             remaining = deadline.remaining()
@@ -376,7 +461,7 @@ class Broker:
                 redact(exc, getattr(request, "secrets", ()))
                 if not isinstance(exc, TransientError):
                     raise
-                wait = self.policy.delay(attempt, exc.retry_after, deadline.remaining())
+                wait = policy.delay(attempt, exc.retry_after, deadline.remaining())
                 if wait is None:
                     raise MendaCloudAPIError(
                         f"{exc.message} (gave up after {attempt} "
@@ -411,12 +496,13 @@ class Broker:
         cache: Path,
         deadline: Deadline,
         rejected: str | None = None,
+        mode: FlightMode | None = None,
     ) -> AccessToken:
         """A usable Menda access token: memory, then the shared disk cache, then OAuth."""
         if identity.auth_type == "u2m":
             # Always from disk: notices a new ``menda auth login`` without a restart.
             return await asyncio.to_thread(
-                self._disk_access_token, identity, home, cache, deadline, rejected
+                self._disk_access_token, identity, home, cache, deadline, rejected, mode
             )
         fingerprint = identity.fingerprint
         for _ in range(2):
@@ -428,18 +514,28 @@ class Broker:
                     del self.access[fingerprint]
             flight = self.oauth_flights.get(fingerprint)
             if flight is None:
+                oauth_mode = FlightMode(foreground=mode is None or mode.foreground)
+                if mode is not None:
+                    oauth_mode.join(mode)
                 flight = self.loop.create_task(
-                    self._obtain_access(identity, home, cache, deadline, rejected)
+                    self._obtain_access(identity, home, cache, deadline, rejected, oauth_mode)
                 )
                 self.oauth_flights[fingerprint] = flight
+                self._oauth_modes[fingerprint] = oauth_mode
 
                 def forget(t: asyncio.Task[AccessToken], fp: str = fingerprint) -> None:
                     if self.oauth_flights.get(fp) is t:
                         del self.oauth_flights[fp]
+                        self._oauth_modes.pop(fp, None)
                     if not t.cancelled():
                         t.exception()
 
                 flight.add_done_callback(forget)
+            else:
+                # Joining a flight: a foreground caller lifts its one-try background policy.
+                joined = self._oauth_modes.get(fingerprint)
+                if joined is not None:
+                    joined.join(mode if mode is not None else FlightMode(foreground=True))
             try:
                 token = await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
             except asyncio.TimeoutError:
@@ -456,9 +552,10 @@ class Broker:
         cache: Path,
         deadline: Deadline,
         rejected: str | None,
+        mode: FlightMode | None = None,
     ) -> AccessToken:
         token = await asyncio.to_thread(
-            self._disk_access_token, identity, home, cache, deadline, rejected
+            self._disk_access_token, identity, home, cache, deadline, rejected, mode
         )
         self.access[identity.fingerprint] = token
         return token
@@ -470,10 +567,18 @@ class Broker:
         cache: Path,
         deadline: Deadline,
         rejected: str | None,
+        mode: FlightMode | None = None,
     ) -> AccessToken:
-        """In a worker thread: the very code in-process callers run, lock and all."""
+        """In a worker thread: the very code in-process callers run, lock and all.
+
+        A background flight's ``mode`` gives the OAuth call there one try, like the
+        registry call (:class:`FlightPolicy`).
+        """
         resolver = InProcessResolver(
-            {"HOME": str(home)}, send=self._send_from_thread, clock=self.clock, policy=self.policy
+            {"HOME": str(home)},
+            send=self._send_from_thread,
+            clock=self.clock,
+            policy=self._policy(mode),
         )
         return resolver.access_token(identity, cache, deadline, rejected)
 

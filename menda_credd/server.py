@@ -4,6 +4,11 @@ Every connection is checked (peer uid must be ours), bounded (request line size,
 idle read timeout, a cap on open connections) and may carry several requests in
 sequence. Nothing a client sends can crash the daemon: malformed input gets a
 ``bad_request`` error reply or a closed connection.
+
+The warm path (a token in memory) is kept cheap: the identity an environment-trio
+``env`` resolves to, the registry a service string names and the encoded answer for
+each token are remembered (bounded), and the read timeout is one timer per
+connection rather than a task and a timer per line.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,11 +42,11 @@ from menda_keyring.identity import (
 from menda_keyring.resolver import Deadline
 from menda_keyring.retry import ceiling_from_env
 from menda_keyring.tokens import RegistryToken
-from menda_keyring.urls import parse_codeartifact_service
+from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 from menda_keyring.wire import HEARTBEAT, MAX_LINE, VERSION, identity_env
 
 from . import __version__
-from .broker import Broker
+from .broker import Broker, Entry
 from .runtime import peer_uid
 
 log = logging.getLogger("menda_credd.server")
@@ -49,10 +55,61 @@ READ_TIMEOUT = 10.0
 MAX_CONNECTIONS = 256
 HEARTBEAT_LINE = json.dumps({"v": VERSION, "wait": True}, separators=(",", ":")).encode() + b"\n"
 NULL_ANSWER = {"v": VERSION, "ok": True, "password": None}
+#: Bound of each warm-path memo (env -> identity, service -> registry).
+MEMO_SIZE = 4096
+_MISSING: Any = object()
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+NULL_LINE = encode(NULL_ANSWER)
+
+
+def token_answer(token: RegistryToken) -> bytes:
+    return encode(
+        {
+            "v": VERSION,
+            "ok": True,
+            "username": token.username,
+            "password": token.token,
+            "expires_at": token.expires_at,
+        }
+    )
+
+
+def entry_answer(entry: Entry) -> bytes:
+    """The answer line for ``entry.token``, encoded once per token object."""
+    token = entry.token
+    assert token is not None
+    cached = entry.answer
+    if cached is None or cached[0] is not token:
+        cached = entry.answer = (token, token_answer(token))
+    return cached[1]
+
+
+class Memo:
+    """A bounded least-recently-used mapping (the warm path's memos)."""
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self.size = size
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        """The value, or ``_MISSING``."""
+        value = self._data.get(key, _MISSING)
+        if value is not _MISSING:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self._data[key] = value
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 def bad_request(message: str) -> dict[str, Any]:
@@ -71,12 +128,37 @@ def error_reply(error: MendaError, identity: Identity | None = None) -> dict[str
 
 
 class IdentityCache:
-    """``resolve_identity`` per request, with ``mendacfg`` parsed once per file version."""
+    """``resolve_identity`` per request, with ``mendacfg`` parsed once per file version.
+
+    Identities from the environment trio depend on nothing but the ``env`` the client
+    sent, so :meth:`request` remembers them by that mapping (bounded). Profile identities
+    are resolved every time (one ``stat`` while ``mendacfg`` is unchanged), so an edit is
+    noticed at once.
+    """
 
     MAX_FILES = 64
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = MEMO_SIZE) -> None:
         self._parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
+        self._from_env = Memo(size)
+
+    def request(self, raw_env: Mapping[str, str]) -> tuple[Identity, Path, float]:
+        """Identity, home folder and resolution ceiling for a request's ``env``.
+
+        Raises the typed error in-process resolution would, in the same order (ceiling,
+        then identity); errors are never remembered.
+        """
+        key = frozenset(raw_env.items())
+        hit = self._from_env.get(key)
+        if hit is not _MISSING:
+            return hit  # type: ignore[no-any-return]
+        env = identity_env(raw_env)
+        ceiling = ceiling_from_env(env)
+        home = home_from_env(env)
+        identity = self.resolve(env, home)
+        if identity.source == "env":
+            self._from_env.put(key, (identity, home, ceiling))
+        return identity, home, ceiling
 
     def resolve(self, env: Mapping[str, str], home: Path) -> Identity:
         if env.get(ENV_CLIENT_ID) and env.get(ENV_CLIENT_SECRET) and env.get(ENV_HOST):
@@ -103,6 +185,58 @@ class IdentityCache:
         return parser
 
 
+class ReadDeadline:
+    """The idle read timeout of one connection: one timer, not a task and a timer per line.
+
+    ``start()`` when a read begins and ``stop()`` when it ends. The timer is armed for the
+    first read and, when it fires, re-armed for the read then in progress (if any) or left
+    for the next ``start()``; a read that lasts ``timeout`` seconds ends the connection the
+    way end-of-file would (reading paused first, so nothing more is fed in), and
+    ``expired`` tells it apart from a real end-of-file.
+    """
+
+    __slots__ = ("_loop", "_reader", "_transport", "timeout", "_since", "_handle", "expired")
+
+    def __init__(
+        self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, timeout: float
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._reader = reader
+        self._transport = transport
+        self.timeout = timeout
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def start(self) -> None:
+        now = self._loop.time()
+        self._since = now
+        if self._handle is None:
+            self._handle = self._loop.call_at(now + self.timeout, self._fire)
+
+    def stop(self) -> None:
+        self._since = None
+
+    def close(self) -> None:
+        self._since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._since is None:
+            return  # not reading now: the next start() arms a new timer
+        due = self._since + self.timeout
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._fire)
+            return
+        self.expired = True
+        with contextlib.suppress(Exception):
+            self._transport.pause_reading()  # type: ignore[attr-defined]
+        self._reader.feed_eof()
+
+
 class CredServer:
     """Serves connections for one daemon; ``status()`` is what ``menda-credd status`` shows."""
 
@@ -123,6 +257,7 @@ class CredServer:
         self.read_timeout = read_timeout
         self.activated = activated
         self.identities = IdentityCache()
+        self.targets = Memo()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         #: Open connections and when each last did something (monotonic).
@@ -172,12 +307,30 @@ class CredServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
     ) -> None:
+        deadline = ReadDeadline(reader, writer.transport, self.read_timeout)
+        try:
+            await self._serve_lines(reader, writer, task, deadline)
+        finally:
+            deadline.close()
+
+    async def _serve_lines(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        task: asyncio.Task[Any],
+        deadline: ReadDeadline,
+    ) -> None:
         while not self.stopping:
+            deadline.start()
             try:
-                line = await asyncio.wait_for(reader.readline(), self.read_timeout)
-            except asyncio.TimeoutError:
-                return
+                line: bytes | None = await reader.readline()
             except (ValueError, asyncio.LimitOverrunError):
+                line = None  # longer than the reader's limit
+            finally:
+                deadline.stop()
+            if deadline.expired:
+                return  # the read timeout: close, as for an idle client
+            if line is None:
                 self.broker.count("bad_requests")
                 writer.write(encode(bad_request(f"request line longer than {MAX_LINE} bytes")))
                 await self._drain(writer)
@@ -194,9 +347,9 @@ class CredServer:
             self.busy.add(task)
             self.connections[task] = time.monotonic()
             try:
-                reply = await self.dispatch(line, writer)
-                writer.write(encode(reply))
-                await self._drain(writer)
+                writer.write(await self.respond(line, writer))
+                if writer.transport.get_write_buffer_size():
+                    await self._drain(writer)  # only when the kernel did not take it all
             finally:
                 self.busy.discard(task)
                 self.connections[task] = time.monotonic()
@@ -230,73 +383,84 @@ class CredServer:
     # -- requests ------------------------------------------------------------------------
 
     async def dispatch(self, line: bytes, writer: asyncio.StreamWriter | None = None) -> dict:
+        """The answer to one request line, decoded (:meth:`respond` gives the line itself)."""
+        answer: dict = json.loads(await self.respond(line, writer))
+        return answer
+
+    async def respond(self, line: bytes, writer: asyncio.StreamWriter | None = None) -> bytes:
+        """The answer line to one request line."""
         try:
             message = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             self.broker.count("bad_requests")
-            return bad_request("request is not JSON")
+            return encode(bad_request("request is not JSON"))
         if not isinstance(message, dict):
             self.broker.count("bad_requests")
-            return bad_request("request must be a JSON object")
+            return encode(bad_request("request must be a JSON object"))
         version = message.get("v")
         if type(version) is not int or version != VERSION:
             self.broker.count("bad_requests")
-            return bad_request(f"unsupported protocol version; this daemon speaks v{VERSION}")
+            return encode(
+                bad_request(f"unsupported protocol version; this daemon speaks v{VERSION}")
+            )
         op = message.get("op")
         if op == "get":
             return await self.get(message, writer)
         if op == "ping":
-            return {"v": VERSION, "ok": True, "pid": os.getpid(), "version": __version__}
+            return encode({"v": VERSION, "ok": True, "pid": os.getpid(), "version": __version__})
         if op == "status":
-            return {"v": VERSION, "ok": True, "status": self.status()}
+            return encode({"v": VERSION, "ok": True, "status": self.status()})
         self.broker.count("bad_requests")
         shown = op[:40] if isinstance(op, str) else type(op).__name__
-        return bad_request(f"unknown op {shown!r}; expected get, ping or status")
+        return encode(bad_request(f"unknown op {shown!r}; expected get, ping or status"))
 
-    async def get(self, message: dict, writer: asyncio.StreamWriter | None) -> dict:
+    def target(self, service: str) -> RegistryTarget | None:
+        """``parse_codeartifact_service``, remembered per service string (bounded)."""
+        target = self.targets.get(service)
+        if target is _MISSING:
+            target = parse_codeartifact_service(service)
+            self.targets.put(service, target)
+        return target  # type: ignore[no-any-return]
+
+    async def get(self, message: dict, writer: asyncio.StreamWriter | None) -> bytes:
         service = message.get("service")
         username = message.get("username")
         raw_env = message.get("env", {})
         if not isinstance(service, str):
             self.broker.count("bad_requests")
-            return bad_request("service must be a string")
+            return encode(bad_request("service must be a string"))
         if username is not None and not isinstance(username, str):
             self.broker.count("bad_requests")
-            return bad_request("username must be a string or null")
+            return encode(bad_request("username must be a string or null"))
         if not isinstance(raw_env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw_env.items()
         ):
             self.broker.count("bad_requests")
-            return bad_request("env must be an object of strings")
+            return encode(bad_request("env must be an object of strings"))
         if username not in (None, "aws"):
-            return dict(NULL_ANSWER)
-        target = parse_codeartifact_service(service)
+            return NULL_LINE
+        target = self.target(service)
         if target is None:
-            return dict(NULL_ANSWER)
+            return NULL_LINE
         self.broker.count("requests")
-        env = identity_env(raw_env)
         identity = None
         try:
-            deadline = Deadline(ceiling_from_env(env))
-            home = home_from_env(env)
-            identity = self.identities.resolve(env, home)
+            identity, home, ceiling = self.identities.request(raw_env)
             scope = ""
+            deadline = None
             if identity.auth_type == "u2m":
+                deadline = Deadline(ceiling)
                 scope = await self.broker.user_scope(identity, home, deadline)
-            token = self.broker.peek(identity, target, scope)
-            if token is None:
-                token = await self._wait_with_heartbeats(
-                    self.broker.get(identity, target, home, deadline, scope), writer
-                )
+            entry = self.broker.lookup(identity, target, scope)
+            if entry is not None:
+                return entry_answer(entry)
+            token = await self._wait_with_heartbeats(
+                self.broker.get(identity, target, home, deadline or Deadline(ceiling), scope),
+                writer,
+            )
         except MendaError as exc:
-            return error_reply(exc, identity)
-        return {
-            "v": VERSION,
-            "ok": True,
-            "username": token.username,
-            "password": token.token,
-            "expires_at": token.expires_at,
-        }
+            return encode(error_reply(exc, identity))
+        return token_answer(token)
 
     async def _wait_with_heartbeats(
         self, work: Any, writer: asyncio.StreamWriter | None

@@ -156,6 +156,30 @@ def test_a_failed_refresh_keeps_serving_the_valid_token_and_retries(
     assert counters["waits"] == 1 and counters["failures"] == 0
 
 
+def test_a_background_refresh_makes_one_http_try_per_attempt(
+    cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
+) -> None:
+    cloud.configure(registry_token_lifetime=12)
+    first = keyring_get(env).stdout.strip()
+    cloud.inject("registry", status=503, times=2)  # the next two registry calls fail
+    line = request_line(CA_URL, "aws", env)
+
+    def refreshed() -> bool:
+        reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+        assert reply["ok"], reply
+        return reply["password"] != first
+
+    wait_until(refreshed, timeout=40, interval=0.1, what="a refreshed token")
+    counters = daemon.counters()
+    # Two refresh attempts failed, one HTTP try each (the refresh timer backs off between
+    # them), then the third got a token; before, the first attempt retried twice inside.
+    assert counters["refresh_failures"] == 2
+    assert counters["refreshes"] == 1
+    assert counters["waits"] == 1 and counters["failures"] == 0
+    assert cloud.counts()["registry"] == 1 + 2 + 1
+    assert counters["exchanges_registry"] == 4
+
+
 def test_sigkill_mid_use_falls_back_in_process_and_start_recovers_the_stale_socket(
     cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -347,6 +349,38 @@ def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> N
             sock.connect(path)
             sock.sendall(b'{"v":1,')  # half a request, then silence
             assert closed_without_answer(sock)
+    finally:
+        stop()
+
+
+def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
+    sockdir: Path,  # noqa: F811
+) -> None:
+    """One timer per connection, re-armed: only a read lasting the whole timeout ends it."""
+    path = str(sockdir / "s.sock")
+    server = CredServer(Broker(_never), path, read_timeout=0.5)
+    stop = _serve_in_thread(server, path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(20)
+            sock.connect(path)
+            end = time.monotonic() + 2.0  # four read timeouts
+            answers = 0
+            while time.monotonic() < end:
+                sock.sendall(b'{"v":1,"op":"ping"}\n')
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    assert chunk, "closed while in use"
+                    reply += chunk
+                assert json.loads(reply)["ok"] is True
+                answers += 1
+                time.sleep(0.2)
+            assert answers >= 5
+            idle_from = time.monotonic()
+            assert closed_without_answer(sock)
+            assert 0.3 < time.monotonic() - idle_from < 10
+        wait_until(lambda: not server.connections, what="the connection to be forgotten")
     finally:
         stop()
 
