@@ -147,13 +147,21 @@ def error_of(stderr: str) -> tuple[str, str] | None:
 class Daemon:
     """A real ``menda-credd start --foreground`` subprocess."""
 
-    def __init__(self, env: dict[str, str], socket_path: str | Path, *args: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        socket_path: str | Path,
+        *args: str,
+        umask: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.env = dict(env)
         self.env["MENDA_CREDD_SOCKET"] = str(socket_path)
         self.socket = str(socket_path)
         self.args = list(args)
+        self.umask = umask
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(self.socket).with_suffix(".log")
+        self.log_path = log_path or Path(self.socket).with_suffix(".log")
 
     @property
     def pid(self) -> int:
@@ -162,13 +170,16 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         command = [PYTHON, "-m", "menda_credd", "start", "--foreground", "--log-level", "debug"]
+        umask = self.umask
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*command, *self.args],
+                [*command, "--socket", self.socket, *self.args],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                start_new_session=True,
+                preexec_fn=None if umask is None else lambda: os.umask(umask),  # noqa: PLW1509
             )
         self.wait_ready(timeout)
         return self

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 from menda_credd import runtime
 from menda_keyring.client import DaemonUnavailable
+from tests import credd_helpers
 from tests.conftest import BIN, CA_URL, write_profile, write_user_token
 from tests.conftest import base_env as clean_env
 
@@ -243,8 +243,8 @@ def closed_by_peer(sock: socket.socket) -> bool:
 # -- the daemon ---------------------------------------------------------------------------
 
 
-class Daemon:
-    """A real ``menda-credd start --foreground --log-level debug`` subprocess."""
+class Daemon(credd_helpers.Daemon):
+    """The daemon harness of the daemon tests, with what the hardening tests probe."""
 
     def __init__(
         self,
@@ -254,61 +254,16 @@ class Daemon:
         umask: int | None = None,
         log_path: Path | None = None,
     ) -> None:
-        self.env = dict(env)
-        self.env["MENDA_CREDD_SOCKET"] = str(socket_path)
-        self.socket = str(socket_path)
-        self.args = list(args)
-        self.umask = umask
-        self.proc: subprocess.Popen[bytes] | None = None
-        folder = Path(self.socket).parent
-        self.log_path = log_path or folder.with_name(folder.name + "-credd.log")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        folder = Path(socket_path).parent
+        log_path = log_path or folder.with_name(folder.name + "-credd.log")
+        super().__init__(env, socket_path, *args, umask=umask, log_path=log_path)
 
     def start(self, timeout: float = 30.0) -> Daemon:
-        command = [
-            PYTHON,
-            "-m",
-            "menda_credd",
-            "start",
-            "--foreground",
-            "--log-level",
-            "debug",
-            "--socket",
-            self.socket,
-            *self.args,
-        ]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=_umask_preexec(self.umask),  # noqa: PLW1509
-            )
-
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            return runtime.ping_pid(self.socket, timeout=1.0) == self.proc.pid
-
-        wait_until(ready, timeout, what="the daemon to answer a ping")
+        super().start(timeout)
         return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         reply = runtime.ask(self.socket, {"op": "status"}, timeout)
@@ -320,9 +275,6 @@ class Daemon:
         result = credd_cli("status", "--json", "--socket", self.socket, env=self.env)
         assert result.returncode == 0, result.describe()
         return json.loads(result.stdout)
-
-    def counters(self) -> dict[str, int]:
-        return self.status()["counters"]
 
     def rss_kb(self) -> int:
         with open(f"/proc/{self.pid}/status") as fh:
@@ -345,22 +297,3 @@ class Daemon:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(20)
-
-    def stop(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"daemon did not stop on SIGTERM:\n{self.log()}") from None
-
-    def __enter__(self) -> Daemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()

@@ -323,8 +323,9 @@ def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
         first = keyring_get(env)
         token = first.token
         before = daemon.counters()
-        # One whole refresh (four attempts, Retry-After: 0 so they fail fast) fails.
-        cloud.inject("registry", status=503, retry_after=0, times=4)
+        # Two refresh attempts fail; a background refresh makes one HTTP try per attempt
+        # (its own timer does the capped, jittered retrying), so that is two calls.
+        cloud.inject("registry", status=503, retry_after=0, times=2)
         cloud.reset_counts()
 
         def refresh_failed() -> bool:
@@ -338,7 +339,8 @@ def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
             with contextlib.suppress(AssertionError):
                 wait_until(refresh_failed, timeout=1.0, interval=0.05)
         assert gets >= 3
-        assert cloud.counts() == {"oauth": 0, "oauth_ok": 0, "registry": 4, "registry_ok": 0}
+        assert cloud.counts()["registry"] >= 1 and cloud.counts()["registry_ok"] == 0
+        assert cloud.counts()["oauth"] == 0
         # Still answered after the failed refresh, by the daemon, with a valid token.
         assert cloud.is_valid_registry_token(get())
         # The faults have run dry: the daemon's own retry refreshes the token.
@@ -347,7 +349,7 @@ def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
             timeout=20,
             what="the daemon to refresh by itself once menda-cloud recovers",
         )
-        assert cloud.counts()["registry_ok"] == 1
+        assert cloud.counts() == {"oauth": 0, "oauth_ok": 0, "registry": 3, "registry_ok": 1}
         fresh = get()
         assert fresh != token
         assert cloud.is_valid_registry_token(fresh)
