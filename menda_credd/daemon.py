@@ -112,7 +112,12 @@ async def _serve(sock: socket.socket, path: str, options: Options, activated: bo
     sender = AsyncSender()
     broker = Broker(sender.send, idle_timeout=options.idle_timeout)
     server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
-    listener = await asyncio.start_unix_server(server.handle, sock=sock, limit=MAX_LINE)
+    # We remove the socket file ourselves, only when we bound it: a service manager's
+    # socket stays, and so does a newer daemon's. Python 3.13 would unlink it on close.
+    keep_file: dict[str, bool] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+    listener = await asyncio.start_unix_server(
+        server.handle, sock=sock, limit=MAX_LINE, **keep_file
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
