@@ -95,14 +95,17 @@ def ask(path: str | Path, message: dict[str, Any], timeout: float = 10.0) -> dic
     return runtime.ask(str(path), message, timeout)
 
 
-def raw_exchange(path: str | Path, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes, half-close, and return everything the daemon sends before closing."""
+def raw_exchange(
+    path: str | Path, data: bytes, timeout: float = 10.0, half_close: bool = True
+) -> bytes:
+    """Send raw bytes, optionally half-close, and return all the daemon sent before closing."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
         try:
             sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass
         chunks = []

@@ -200,25 +200,7 @@ def raw_request(
     path: str | Path, data: bytes, timeout: float = 15.0, half_close: bool = True
 ) -> bytes:
     """Send ``data``, optionally half-close, and return all the daemon sent before it closed."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        try:
-            sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+    return credd_helpers.raw_exchange(path, data, timeout, half_close)
 
 
 def reply_lines(raw: bytes) -> list[dict[str, Any]]:
