@@ -48,6 +48,7 @@ FAST_MAX = 4096
 def patched_daemon(argv: list[str]) -> int:
     from menda_credd.cli import main
     from menda_credd.server import CredServer, encode
+    from menda_keyring.daemon_protocol import VERSION, identity_env
     from menda_keyring.identity import (
         ENV_CLIENT_ID,
         ENV_CLIENT_SECRET,
@@ -57,7 +58,6 @@ def patched_daemon(argv: list[str]) -> int:
         resolve_identity,
     )
     from menda_keyring.urls import parse_codeartifact_service
-    from menda_keyring.wire import VERSION, identity_env
 
     fingerprint = functools.cached_property(Identity.fingerprint.fget)  # type: ignore[attr-defined]
     fingerprint.__set_name__(Identity, "fingerprint")

@@ -87,7 +87,7 @@ class FakeUpstream:
     def __init__(
         self, clock: Any, t0: float, registry_lifetime: int, outage: tuple[float, float] | None
     ) -> None:
-        from menda_keyring.protocol import HttpResponse
+        from menda_keyring.cloud_protocol import HttpResponse
 
         self.HttpResponse = HttpResponse
         self.clock = clock
@@ -155,7 +155,7 @@ async def scenario(
     from menda_credd.broker import Broker
     from menda_keyring.errors import MendaError
     from menda_keyring.identity import resolve_identity
-    from menda_keyring.resolver import Deadline
+    from menda_keyring.retry import Deadline
     from menda_keyring.urls import RegistryTarget
 
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ User (u2m) tokens are read from that cache whenever one is needed, so a new
 ``menda auth login`` is noticed without restarting the daemon.
 
 Every decision about what menda-cloud's answers mean comes from
-``menda_keyring.protocol`` and ``menda_keyring.resolver``, so the daemon answers
+``menda_keyring.cloud_protocol`` and ``menda_keyring.resolver``, so the daemon answers
 exactly what in-process resolution would.
 """
 
@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from menda_keyring import token_cache
-from menda_keyring.errors import MendaCloudAPIError, MendaError, redact
-from menda_keyring.identity import Identity, token_cache_path
-from menda_keyring.protocol import (
+from menda_keyring.cloud_protocol import (
     AccessTokenRejected,
     HttpRequest,
     HttpResponse,
@@ -37,8 +35,10 @@ from menda_keyring.protocol import (
     parse_registry_response,
     registry_request,
 )
-from menda_keyring.resolver import Deadline, InProcessResolver
-from menda_keyring.retry import DEFAULT_CEILING, RetryPolicy, call_timeout
+from menda_keyring.errors import MendaCloudAPIError, MendaError, redact
+from menda_keyring.identity import Identity, token_cache_path
+from menda_keyring.resolver import InProcessResolver
+from menda_keyring.retry import DEFAULT_CEILING, Deadline, RetryPolicy, call_timeout
 from menda_keyring.tokens import AccessToken, RegistryToken
 from menda_keyring.urls import RegistryTarget
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from menda_keyring.client import DaemonUnavailable
+from menda_keyring.daemon_client import DaemonUnavailable
 from menda_keyring.paths import socket_path as default_socket_path
 
 from . import __version__, runtime, service

@@ -10,8 +10,8 @@ import socket
 import sys
 from dataclasses import dataclass
 
+from menda_keyring.daemon_protocol import MAX_LINE
 from menda_keyring.paths import socket_path as default_socket_path
-from menda_keyring.wire import MAX_LINE
 
 from . import __version__, runtime
 from .broker import DEFAULT_IDLE_TIMEOUT, Broker

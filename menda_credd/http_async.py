@@ -17,9 +17,9 @@ import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from menda_keyring.cloud_protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
 from menda_keyring.errors import MendaCloudAPIError
 from menda_keyring.identity import is_loopback_host
-from menda_keyring.protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
 
 
 class AsyncSender:

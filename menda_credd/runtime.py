@@ -24,7 +24,7 @@ import struct
 import sys
 from collections.abc import MutableMapping
 
-from menda_keyring.client import DaemonUnavailable, exchange
+from menda_keyring.daemon_client import DaemonUnavailable, round_trip
 
 log = logging.getLogger("menda_credd")
 
@@ -179,7 +179,7 @@ def lock_holder(socket_file: str) -> int | None:
 def ask(path: str, message: dict, timeout: float = 3.0) -> dict:
     """One request to the daemon at ``path``; raises DaemonUnavailable."""
     line = json.dumps({"v": 1, **message}, separators=(",", ":")).encode() + b"\n"
-    return exchange(path, line, timeout)
+    return round_trip(path, line, timeout)
 
 
 def ping_pid(path: str, timeout: float = 3.0) -> int | None:

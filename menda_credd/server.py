@@ -1,4 +1,4 @@
-"""The daemon's socket server: wire protocol v1 (``menda_keyring.wire``) over asyncio.
+"""The daemon's socket server: wire protocol v1 (``menda_keyring.daemon_protocol``) over asyncio.
 
 Every connection is checked (peer uid must be ours), bounded (request line size,
 idle read timeout, a cap on open connections) and may carry several requests in
@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from menda_keyring.daemon_protocol import HEARTBEAT, MAX_LINE, VERSION, identity_env
 from menda_keyring.errors import MendaError, error_to_wire, redact
 from menda_keyring.identity import (
     DEFAULT_PROFILE,
@@ -39,11 +40,9 @@ from menda_keyring.identity import (
     read_config,
     resolve_identity,
 )
-from menda_keyring.resolver import Deadline
-from menda_keyring.retry import ceiling_from_env
+from menda_keyring.retry import Deadline, ceiling_from_env
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
-from menda_keyring.wire import HEARTBEAT, MAX_LINE, VERSION, identity_env
 
 from . import __version__
 from .broker import Broker, Entry

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
-from .client import DaemonUnavailable, exchange, request_line, total_timeout
+from .daemon_client import DaemonUnavailable, request_line, round_trip, total_timeout
 from .errors import MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
@@ -78,7 +78,7 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
 
 
 def _from_daemon(service: str, env: Mapping[str, str]) -> str:
-    reply = exchange(
+    reply = round_trip(
         socket_path(env), request_line(service, CODEARTIFACT_USERNAME, env), total_timeout(env)
     )
     if reply.get("ok"):

@@ -13,9 +13,9 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from .cloud_protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
 from .errors import MendaCloudAPIError
 from .identity import is_loopback_host
-from .protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
 
 _openers: dict[bool, urllib.request.OpenerDirector] = {}
 

@@ -14,17 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import token_cache
-from .errors import (
-    MendaCloudAPIError,
-    MendaError,
-    NoCachedLoginError,
-    ResolutionTimeoutError,
-    redact,
-    shown,
-)
-from .fileutil import LockTimeout, ensure_private_dir, exclusive_lock
-from .identity import Identity, home_from_env, resolve_identity, token_cache_path
-from .protocol import (
+from .cloud_protocol import (
     AccessTokenRejected,
     HttpRequest,
     HttpResponse,
@@ -34,30 +24,21 @@ from .protocol import (
     parse_registry_response,
     registry_request,
 )
-from .retry import RetryPolicy, call_timeout, ceiling_from_env
+from .errors import (
+    MendaCloudAPIError,
+    MendaError,
+    NoCachedLoginError,
+    redact,
+    shown,
+)
+from .fileutil import LockTimeout, ensure_private_dir, exclusive_lock
+from .identity import Identity, home_from_env, resolve_identity, token_cache_path
+from .retry import Deadline, RetryPolicy, call_timeout, ceiling_from_env
 from .tokens import AccessToken, RegistryToken
 from .urls import RegistryTarget
 
 Send = Callable[[HttpRequest, float], HttpResponse]
 DEFAULT_POLICY = RetryPolicy()
-
-
-class Deadline:
-    """What is left of one resolution's time ceiling."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._end = clock() + seconds
-        self.seconds = seconds
-
-    def remaining(self) -> float:
-        return self._end - self._clock()
-
-    def expired_error(self, doing: str) -> ResolutionTimeoutError:
-        return ResolutionTimeoutError(
-            f"gave up after {self.seconds:.0f} s while {doing} "
-            "(MENDA_KEYRING_TIMEOUT sets this ceiling)"
-        )
 
 
 def _default_send(request: HttpRequest, timeout: float) -> HttpResponse:

@@ -7,10 +7,11 @@ the resolution's ceiling; ``Retry-After`` is honoured when it fits.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, ResolutionTimeoutError
 
 #: Default ceiling of one whole resolution, in seconds (``MENDA_KEYRING_TIMEOUT``).
 DEFAULT_CEILING = 30.0
@@ -63,3 +64,21 @@ def ceiling_from_env(env: Mapping[str, str]) -> float:
 
 def call_timeout(remaining: float) -> float:
     return max(min(CALL_TIMEOUT, remaining), 0.05)
+
+
+class Deadline:
+    """What is left of one resolution's time ceiling."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + seconds
+        self.seconds = seconds
+
+    def remaining(self) -> float:
+        return self._end - self._clock()
+
+    def expired_error(self, doing: str) -> ResolutionTimeoutError:
+        return ResolutionTimeoutError(
+            f"gave up after {self.seconds:.0f} s while {doing} "
+            "(MENDA_KEYRING_TIMEOUT sets this ceiling)"
+        )

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from menda_credd import runtime
-from menda_keyring.client import DaemonUnavailable
+from menda_keyring.daemon_client import DaemonUnavailable
 from tests.conftest import (  # noqa: F401 - re-exported for the daemon tests
     BIN,
     CA_URL,

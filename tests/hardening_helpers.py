@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from menda_credd import runtime
-from menda_keyring.client import DaemonUnavailable
+from menda_keyring.daemon_client import DaemonUnavailable
 from tests import credd_helpers
 from tests.conftest import BIN, CA_URL, write_profile, write_user_token
 from tests.conftest import base_env as clean_env

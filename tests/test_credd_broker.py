@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from menda_credd.broker import Broker, Entry
+from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
 from menda_keyring.errors import MendaCloudAPIError
 from menda_keyring.identity import Identity, resolve_identity
-from menda_keyring.protocol import HttpRequest, HttpResponse
-from menda_keyring.resolver import Deadline
-from menda_keyring.retry import RetryPolicy
+from menda_keyring.retry import Deadline, RetryPolicy
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget
 

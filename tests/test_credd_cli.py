@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from menda_credd import service
-from menda_keyring.client import exchange, request_line
+from menda_keyring.daemon_client import request_line, round_trip
 from tests.credd_helpers import (
     CA_URL,
     Daemon,
@@ -194,7 +194,7 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     answers: list[dict] = []
     worker = threading.Thread(
         target=lambda: answers.append(
-            exchange(daemon.socket, request_line(CA_URL, "aws", env), 30.0)
+            round_trip(daemon.socket, request_line(CA_URL, "aws", env), 30.0)
         )
     )
     worker.start()

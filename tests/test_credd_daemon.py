@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from menda_keyring.client import exchange, request_line
+from menda_keyring.daemon_client import request_line, round_trip
 from tests.credd_helpers import (
     CA_URL,
     CLIENT_SECRET,
@@ -109,7 +109,7 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
             token = result.stdout.strip()
             next_cli = time.time() + cli_every
         else:
-            reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+            reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
             assert reply["ok"], reply
             token = reply["password"]
             time.sleep(0.02)  # pacing only: about 40 requests a second
@@ -145,7 +145,7 @@ def test_a_failed_refresh_keeps_serving_the_valid_token_and_retries(
     line = request_line(CA_URL, "aws", env)
 
     def refreshed() -> bool:
-        reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+        reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
         assert reply["ok"], reply
         return reply["password"] != first
 
@@ -165,7 +165,7 @@ def test_a_background_refresh_makes_one_http_try_per_attempt(
     line = request_line(CA_URL, "aws", env)
 
     def refreshed() -> bool:
-        reply = exchange(env["MENDA_CREDD_SOCKET"], line, 30.0)
+        reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
         assert reply["ok"], reply
         return reply["password"] != first
 

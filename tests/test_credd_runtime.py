@@ -21,7 +21,7 @@ import pytest
 from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
-from menda_keyring.client import request_line
+from menda_keyring.daemon_client import request_line
 from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
 
 IS_ROOT = os.geteuid() == 0

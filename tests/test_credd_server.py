@@ -11,8 +11,8 @@ import pytest
 
 from menda_credd.broker import Broker, Entry
 from menda_credd.server import CredServer, Memo, encode
+from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
 from menda_keyring.errors import InvalidHostError
-from menda_keyring.protocol import HttpRequest, HttpResponse
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import parse_codeartifact_service
 

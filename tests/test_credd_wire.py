@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from menda_keyring.wire import MAX_LINE
+from menda_keyring.daemon_protocol import MAX_LINE
 from tests.credd_helpers import Daemon, base_env, raw_exchange, sockdir  # noqa: F401
 
 NOT_OURS = "https://pypi.org/simple/"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from menda_keyring.wire import MAX_LINE
+from menda_keyring.daemon_protocol import MAX_LINE
 from tests.conftest import CLIENT_ID
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.hardening_helpers import (

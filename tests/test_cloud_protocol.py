@@ -8,8 +8,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from menda_keyring import errors
-from menda_keyring.identity import Identity
-from menda_keyring.protocol import (
+from menda_keyring.cloud_protocol import (
     USER_AGENT,
     AccessTokenRejected,
     HttpResponse,
@@ -21,6 +20,7 @@ from menda_keyring.protocol import (
     parse_rfc3339,
     registry_request,
 )
+from menda_keyring.identity import Identity
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import RegistryTarget
 

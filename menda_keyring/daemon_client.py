@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from .wire import MAX_LINE, VERSION, identity_env
+from .daemon_protocol import MAX_LINE, VERSION, identity_env
 
 CONNECT_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.5
@@ -109,7 +109,7 @@ def _keep(conn: _Connection) -> None:
         previous.close()
 
 
-def exchange(path: str, line: bytes, total_timeout: float) -> dict:
+def round_trip(path: str, line: bytes, total_timeout: float) -> dict:
     """Send one request line and return the final answer, skipping heartbeats.
 
     Reuses the connection a previous call of this process left open (a library caller

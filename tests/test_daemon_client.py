@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from menda_keyring.client import (
+from menda_keyring.daemon_client import (
     IDLE_TIMEOUT,
     DaemonUnavailable,
     _peer_pid,
     _waiting_for_cpu,
-    exchange,
     request_line,
+    round_trip,
 )
 from tests.conftest import CA_URL
 from tests.credd_helpers import Daemon, m2m_env_for
@@ -111,7 +111,7 @@ def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[dict | 
         assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
         started = time.monotonic()
         try:
-            answer: dict | str = exchange(path, request_line("svc", "aws", {}), 30)
+            answer: dict | str = round_trip(path, request_line("svc", "aws", {}), 30)
         except DaemonUnavailable as exc:
             answer = exc.reason
         return answer, time.monotonic() - started
@@ -136,7 +136,7 @@ def test_a_silent_sleeping_daemon_is_given_up_on(tmp_path: Path) -> None:
 def test_a_library_caller_reuses_one_connection_and_survives_a_daemon_restart(
     cloud: FakeMendaCloud, home: Path, sockdir: Path
 ) -> None:
-    from menda_keyring import client
+    from menda_keyring import daemon_client as client
     from menda_keyring.backend import fetch_token
     from menda_keyring.urls import parse_codeartifact_service
 
