@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 from menda_keyring.identity import token_cache_path
-from tests.conftest import CA_URL, base_env
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, base_env
 
 RESOLVER = textwrap.dedent(
     """

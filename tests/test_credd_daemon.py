@@ -13,27 +13,25 @@ from pathlib import Path
 import pytest
 
 from menda_keyring.daemon_client import request_line, round_trip
-from tests.credd_helpers import (
+from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import (
     CA_URL,
     CLIENT_SECRET,
     KEYRING,
-    Daemon,
-    credd,
-    error_of,
-    keyring_get,
-    m2m_env_for,
-    raw_exchange,
-    sockdir,  # noqa: F401 - fixture
-    wait_until,
+    m2m_env,
     write_profile,
     write_user_token,
 )
-from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.errors import typed_error
+from tests.support.procs import credd, keyring_get
+from tests.support.sockets import raw_exchange
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-def env(home: Path, cloud: FakeMendaCloud, sockdir: Path) -> dict[str, str]:  # noqa: F811
-    return m2m_env_for(home, cloud, sockdir / "c.sock")
+def env(home: Path, cloud: FakeMendaCloud, sockdir: Path) -> dict[str, str]:
+    return m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
 
 
 @pytest.fixture
@@ -289,7 +287,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     write_profile(home, f"[default]\nhost = {cloud.url}\n")
     before = keyring_get(u2m_env)
     assert before.returncode == 1
-    assert error_of(before.stderr)[0] == "NoCachedLoginError"
+    assert typed_error(before.stderr)[0] == "NoCachedLoginError"
 
     token, expires = cloud.issue_user_token("alice")
     write_user_token(home, "default", token, expires, cloud.url)  # menda auth login
@@ -302,7 +300,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     (home / ".menda" / "tokens" / "cache" / ".token").write_text('{"version": 1, "tokens": {}}')
     logged_out = keyring_get(u2m_env)
     assert logged_out.returncode == 1
-    assert error_of(logged_out.stderr)[0] == "NoCachedLoginError"
+    assert typed_error(logged_out.stderr)[0] == "NoCachedLoginError"
 
     # Signing in as someone else never gets the previous user's registry token.
     token, expires = cloud.issue_user_token("bob")

@@ -21,10 +21,9 @@ from menda_keyring.daemon_client import (
     request_line,
     round_trip,
 )
-from tests.conftest import CA_URL
-from tests.credd_helpers import Daemon, m2m_env_for
-from tests.credd_helpers import sockdir as sockdir  # noqa: F401 - a fixture
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, m2m_env
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -140,7 +139,7 @@ def test_a_library_caller_reuses_one_connection_and_survives_a_daemon_restart(
     from menda_keyring.backend import fetch_token
     from menda_keyring.urls import parse_codeartifact_service
 
-    env = m2m_env_for(home, cloud, sockdir / "c.sock")
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
     target = parse_codeartifact_service(CA_URL)
     assert target is not None
     with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:

@@ -20,18 +20,12 @@ import pytest
 
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.fakes.tls_front import tls_front
-from tests.hardening_helpers import (
-    Daemon,
-    clean_env,
-    closed_port,
-    keyring_get,
-    private_tmpdir,
-    sentinel,
-    typed_error,
-    wait_until,
-    write_profile,
-    write_user_token,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import base_env, sentinel, short_tmpdir, write_profile, write_user_token
+from tests.support.errors import typed_error
+from tests.support.procs import keyring_get
+from tests.support.sockets import closed_port
+from tests.support.waiting import wait_until
 
 CEILING = 6.0
 #: keyring's own start-up plus the shim's fallback margin, on a slow CI machine.
@@ -47,9 +41,9 @@ class Shared:
 
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
-    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         # No SSL_CERT_FILE: the daemon trusts the system store only, as in process.
-        with Daemon(clean_env(tmp / "daemon-home"), tmp / "run" / "credd.sock") as daemon:
+        with Daemon(base_env(tmp / "daemon-home"), tmp / "run" / "credd.sock") as daemon:
             yield Shared(cloud, daemon)
             assert daemon.alive(), daemon.log()
 
@@ -218,7 +212,7 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
             threading.Thread(target=tls.serve_forever, daemon=True).start()
             host = f"https://localhost:{tls.server_address[1]}"
         try:
-            env = clean_env(home, MENDA_KEYRING_TIMEOUT=str(CEILING))
+            env = base_env(home, MENDA_KEYRING_TIMEOUT=str(CEILING))
             if mode == "daemon":
                 env["MENDA_CREDD_SOCKET"] = daemon.socket
             else:
@@ -303,7 +297,7 @@ def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
     client_id, secret = f"c-{secrets.token_hex(4)}", sentinel()
     cloud.add_client(client_id, secret)
     cloud.configure(registry_token_lifetime=20)
-    env = clean_env(
+    env = base_env(
         tmp_path,
         MENDA_CLIENT_ID=client_id,
         MENDA_CLIENT_SECRET=secret,

@@ -21,20 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from menda_keyring.daemon_protocol import MAX_LINE
-from tests.conftest import CLIENT_ID
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import (
-    CA_URL,
-    Daemon,
-    clean_env,
-    closed_by_peer,
-    keyring_get,
-    private_tmpdir,
-    raw_request,
-    reply_lines,
-    sentinel,
-    wait_until,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, CLIENT_ID, base_env, sentinel, short_tmpdir
+from tests.support.procs import keyring_get
+from tests.support.sockets import closed_by_peer, raw_exchange, reply_lines
+from tests.support.waiting import wait_until
 
 RSS_LIMIT_KB = 100 * 1024
 READ_TIMEOUT = 10.0  # menda_credd.server.READ_TIMEOUT; generous slack is added below
@@ -63,19 +55,19 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     secret = sentinel()
-    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         cloud.add_client(CLIENT_ID, secret)
         home = tmp / "home"
         home.mkdir()
         sock = tmp / "run" / "credd.sock"
-        env = clean_env(
+        env = base_env(
             home,
             MENDA_CLIENT_ID=CLIENT_ID,
             MENDA_CLIENT_SECRET=secret,
             MENDA_HOST=cloud.url,
             MENDA_CREDD_SOCKET=str(sock),
         )
-        with Daemon(clean_env(tmp / "daemon-home"), sock) as daemon:
+        with Daemon(base_env(tmp / "daemon-home"), sock) as daemon:
             w = World(cloud, daemon, env)
             primed = keyring_get(env)
             assert primed.ok, primed.describe() + daemon.log()
@@ -157,7 +149,7 @@ def test_fuzzed_requests_get_protocol_answers_or_a_closed_connection(
     world: World, data: bytes
 ) -> None:
     started = time.monotonic()
-    raw = raw_request(world.daemon.socket, data, timeout=READ_TIMEOUT + 10)
+    raw = raw_exchange(world.daemon.socket, data, timeout=READ_TIMEOUT + 10)
     # Half-closed: the daemon answers what it got at EOF and closes, never waits the timeout.
     assert time.monotonic() - started < READ_TIMEOUT / 2
     check_replies(raw)
@@ -192,7 +184,7 @@ def test_wrong_types_get_bad_request_and_the_connection_keeps_serving(
     world: World, message: Any
 ) -> None:
     ping = b'{"v":1,"op":"ping"}\n'
-    raw = raw_request(world.daemon.socket, json.dumps(message).encode() + b"\n" + ping)
+    raw = raw_exchange(world.daemon.socket, json.dumps(message).encode() + b"\n" + ping)
     replies = check_replies(raw)
     assert len(replies) == 2, replies
     bad, pong = replies
@@ -219,7 +211,7 @@ def test_invalid_and_truncated_input_is_answered_or_closed_quickly(
     world: World, data: bytes
 ) -> None:
     started = time.monotonic()
-    raw = raw_request(world.daemon.socket, data)
+    raw = raw_exchange(world.daemon.socket, data)
     assert time.monotonic() - started < READ_TIMEOUT / 2
     for reply in check_replies(raw):
         # an error, a pong, or "not a CodeArtifact service"
@@ -234,7 +226,7 @@ def test_invalid_and_truncated_input_is_answered_or_closed_quickly(
 def test_a_10mb_request_is_refused_without_growing_the_daemon(world: World) -> None:
     before = world.daemon.rss_kb()
     for data in (b"x" * (10 * 1024 * 1024), b'{"v":1,"op":"get","service":"' + b"a" * (10 << 20)):
-        raw = raw_request(world.daemon.socket, data, timeout=30)
+        raw = raw_exchange(world.daemon.socket, data, timeout=30)
         replies = check_replies(raw)
         assert len(replies) <= 1
         if replies:

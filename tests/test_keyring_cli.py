@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CA_URL, base_env, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import BIN, CA_URL, base_env, m2m_env
 
 KEYRING = str(BIN / "keyring")
 

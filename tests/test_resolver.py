@@ -13,7 +13,8 @@ from menda_keyring.identity import token_cache_path
 from menda_keyring.resolver import InProcessResolver
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import (
+from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import (
     CA_URL,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -21,7 +22,6 @@ from tests.conftest import (
     write_profile,
     write_user_token,
 )
-from tests.fakes.menda_cloud import FakeMendaCloud
 
 TARGET = parse_codeartifact_service(CA_URL)
 FAST = RetryPolicy(max_attempts=4, base=0.01, cap=0.05)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import BIN, CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.fakes.tls_front import tls_front
+from tests.support.env import BIN, CA_URL, m2m_env
 
 
 @pytest.fixture
