@@ -830,7 +830,7 @@ class Bench:
                 t0 = time.perf_counter()
                 try:
                     step()
-                except Exception as exc:  # noqa: BLE001 - report and go on with the rest
+                except Exception as exc:  # report, and go on with the rest
                     log(f"{name} failed: {exc!r}")
                     result.setdefault("errors", {})[name] = repr(exc)[:2000]
                 result.setdefault("step_seconds", {})[name] = round(time.perf_counter() - t0, 1)

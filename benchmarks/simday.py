@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -247,7 +248,7 @@ async def scenario(
         gaps: list[float] = []
         first_gaps: list[float] = []
         for times in in_outage.values():
-            g = [b - a for a, b in zip(times, times[1:], strict=False)]
+            g = [b - a for a, b in itertools.pairwise(times)]
             gaps.extend(g)
             if g:
                 first_gaps.append(g[0])

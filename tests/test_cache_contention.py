@@ -76,7 +76,7 @@ def test_fifty_refreshing_processes_and_a_cli_writer_lose_nothing(home: Path) ->
                 subprocess.Popen(
                     [sys.executable, "-c", RESOLVER, CA_URL, str(rounds)],
                     env=env,
-                    preexec_fn=lambda: os.umask(0),  # noqa: PLW1509 - the point of the test
+                    preexec_fn=lambda: os.umask(0),  # the point of the test
                 )
             )
         codes = [p.wait(timeout=300) for p in procs]

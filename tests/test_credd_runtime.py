@@ -141,7 +141,7 @@ def closed_without_answer(sock: socket.socket) -> bool:
         return True
 
 
-def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
+def _serve_in_thread(server: CredServer, path: str):
     """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
     import threading
 
@@ -208,7 +208,7 @@ def test_a_real_other_user_is_rejected() -> None:
 
 
 def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
-    open_dir.chmod(0o777)  # noqa: S103 - the test wants a foreign peer to reach the socket
+    open_dir.chmod(0o777)  # so that a foreign peer reaches the socket
     path = str(open_dir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path)

@@ -82,8 +82,8 @@ def test_another_uid_is_refused_even_through_a_world_open_socket() -> None:
                 before = daemon.counters()["peer_rejections"]
                 # ... then open everything up after the daemon has checked its folder.
                 tmp.chmod(0o755)
-                sock.parent.chmod(0o777)  # noqa: S103 - the point of the test
-                sock.chmod(0o777)  # noqa: S103
+                sock.parent.chmod(0o777)  # the point of the test
+                sock.chmod(0o777)
                 result = subprocess.run(
                     [SYSTEM_PYTHON, "-c", CLIENT, str(sock), _get_line(home)],
                     capture_output=True,

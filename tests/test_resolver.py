@@ -63,7 +63,7 @@ def test_profile_m2m_uses_profile_cache_key(cloud: FakeMendaCloud, home: Path) -
 def test_u2m_uses_the_cli_login_and_never_calls_oauth(cloud: FakeMendaCloud, home: Path) -> None:
     write_profile(home, f"[default]\nhost = {cloud.url}\n")
     with pytest.raises(
-        errors.NoCachedLoginError, match="No valid cached token.*Run menda auth login"
+        errors.NoCachedLoginError, match=r"No valid cached token.*Run menda auth login"
     ):
         resolve({"HOME": str(home)})
     user_token, expires_at = cloud.issue_user_token("alice", 3600)

@@ -596,7 +596,7 @@ class FakeCloudControl:
         url = f"{self.url}/_fake/{name}"
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"not an http(s) URL: {url}")
-        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+        req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:

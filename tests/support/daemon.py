@@ -80,7 +80,7 @@ class Daemon:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=None if umask is None else lambda: os.umask(umask),  # noqa: PLW1509
+                preexec_fn=None if umask is None else lambda: os.umask(umask),
             )
         self.wait_ready(timeout)
         return self

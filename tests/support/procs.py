@@ -77,7 +77,7 @@ def run(
         errors="replace",
         timeout=timeout,
         check=False,
-        preexec_fn=_umask_preexec(umask),  # noqa: PLW1509 - umask only, no threads touched
+        preexec_fn=_umask_preexec(umask),  # umask only, no threads touched
     )
     return Run(args, result.returncode, result.stdout, result.stderr, time.monotonic() - start)
 
