@@ -411,7 +411,9 @@ def test_control_client_matches_in_process_api(cloud: FakeMendaCloud) -> None:
     with pytest.raises(RuntimeError):
         ctl.inject("bogus", status=500)
     with pytest.raises(RuntimeError):
-        ctl._call("POST", "clients", {"client_id": "x"})
+        ctl.add_client("x")  # no secret
+    with pytest.raises(AttributeError):
+        ctl.start  # noqa: B018 - not something another process may call
 
 
 # -- wheels and the index ----------------------------------------------------------------
