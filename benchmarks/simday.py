@@ -8,7 +8,7 @@ ready, so a day passes in seconds. The Broker takes the same virtual time as its
 Worker threads (the Broker reads and writes the shared token cache in ``to_thread``) are
 waited for in real time, never skipped over.
 
-``python benchmarks/simday.py [--pairs 8] [--interval 300]`` prints one JSON line.
+``python -m benchmarks.simday [--pairs 8] [--interval 300]`` prints one JSON line.
 """
 
 from __future__ import annotations
