@@ -24,6 +24,7 @@ from menda_keyring.daemon_client import (
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
 from tests.support.env import CA_URL, m2m_env
+from tests.support.waiting import wait_until
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -34,10 +35,12 @@ def state_of(pid: int) -> bytes:
 
 
 def wait_for_state(pid: int, wanted: bytes, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while state_of(pid) != wanted:
-        assert time.monotonic() < end, f"process {pid} never reached state {wanted!r}"
-        time.sleep(0.01)
+    wait_until(
+        lambda: state_of(pid) == wanted,
+        timeout,
+        interval=0.01,
+        what=f"process {pid} to reach state {wanted!r}",
+    )
 
 
 @linux_only
