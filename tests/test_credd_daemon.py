@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +17,12 @@ from tests.support.daemon import Daemon
 from tests.support.env import (
     CA_URL,
     CLIENT_SECRET,
-    KEYRING,
     m2m_env,
     write_profile,
     write_user_token,
 )
 from tests.support.errors import typed_error
-from tests.support.procs import credd, keyring_get
+from tests.support.procs import credd, keyring_get, keyring_herd
 from tests.support.sockets import raw_exchange
 from tests.support.waiting import wait_until
 
@@ -70,19 +68,9 @@ def test_a_cold_herd_of_64_processes_makes_one_oauth_and_one_registry_exchange(
     cloud.inject("oauth", delay=0.5)  # a slow first exchange: everybody piles up behind it
     # Not niced: 64 interpreters starting at once starve the daemon of CPU for seconds on
     # two cores; the shim keeps waiting for a daemon that is runnable (starved, not wedged).
-    procs = [
-        subprocess.Popen(
-            [KEYRING, "get", CA_URL, "aws"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(64)
-    ]
-    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
-    assert all(code == 0 for _, code in results), [err for (_, err), _ in results][:3]
-    tokens = {out.strip() for (out, _), _ in results}
+    runs = keyring_herd(env, 64)
+    assert all(run.ok for run in runs), [run.describe() for run in runs if not run.ok][:3]
+    tokens = {run.stdout.strip() for run in runs}
     assert len(tokens) == 1
     assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
     counters = daemon.counters()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
-from tests.support.env import CA_URL, CLIENT_ID, KEYRING, base_env, sentinel, short_tmpdir
+from tests.support.env import CA_URL, CLIENT_ID, KEYRING, base_env, m2m_env, sentinel, short_tmpdir
 from tests.support.procs import Run, keyring_get
 from tests.support.waiting import wait_until
 
@@ -38,13 +38,8 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         home = tmp_path / "home"
         home.mkdir()
         sock = tmp / "run" / "credd.sock"
-        env = base_env(
-            home,
-            MENDA_CLIENT_ID=CLIENT_ID,
-            MENDA_CLIENT_SECRET=secret,
-            MENDA_HOST=cloud.url,
-            MENDA_CREDD_SOCKET=str(sock),
-            MENDA_KEYRING_TIMEOUT="20",
+        env = m2m_env(
+            home, cloud, secret=secret, MENDA_CREDD_SOCKET=str(sock), MENDA_KEYRING_TIMEOUT="20"
         )
         yield Setup(cloud, env, sock, base_env(tmp / "daemon-home"))
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from menda_keyring.daemon_protocol import MAX_LINE
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
-from tests.support.env import CA_URL, CLIENT_ID, base_env, sentinel, short_tmpdir
+from tests.support.env import CA_URL, CLIENT_ID, base_env, m2m_env, sentinel, short_tmpdir
 from tests.support.procs import keyring_get
 from tests.support.sockets import closed_by_peer, raw_exchange, reply_lines
 from tests.support.waiting import wait_until
@@ -60,13 +60,7 @@ def world() -> Iterator[World]:
         home = tmp / "home"
         home.mkdir()
         sock = tmp / "run" / "credd.sock"
-        env = base_env(
-            home,
-            MENDA_CLIENT_ID=CLIENT_ID,
-            MENDA_CLIENT_SECRET=secret,
-            MENDA_HOST=cloud.url,
-            MENDA_CREDD_SOCKET=str(sock),
-        )
+        env = m2m_env(home, cloud, secret=secret, MENDA_CREDD_SOCKET=str(sock))
         with Daemon(base_env(tmp / "daemon-home"), sock) as daemon:
             w = World(cloud, daemon, env)
             primed = keyring_get(env)

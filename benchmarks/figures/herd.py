@@ -6,13 +6,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks.harness import (
-    BIN,
-    CA_URL,
-    SKIP_DAEMON,
-    Bench,
-    log,
-)
+from benchmarks.harness import BIN, CA_URL, SKIP_DAEMON, Bench, log
 
 
 def measure(bench: Bench) -> None:

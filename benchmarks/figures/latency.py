@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from benchmarks.harness import (
-    CA_URL,
-    PY,
-    ROOT,
-    SKIP_DAEMON,
-    Bench,
-    log,
-)
+from benchmarks.harness import CA_URL, PY, ROOT, SKIP_DAEMON, Bench, log
 
 
 def measure(bench: Bench) -> None:

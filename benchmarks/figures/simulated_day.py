@@ -6,13 +6,7 @@ import importlib.util
 import json
 import subprocess
 
-from benchmarks.harness import (
-    PY,
-    ROOT,
-    SKIP_DAEMON,
-    Bench,
-    log,
-)
+from benchmarks.harness import PY, ROOT, SKIP_DAEMON, Bench, log
 
 
 def measure(bench: Bench) -> None:

@@ -8,13 +8,7 @@ import subprocess
 import time
 from typing import Any
 
-from benchmarks.harness import (
-    BIN,
-    PY,
-    SKIP_DAEMON,
-    Bench,
-    log,
-)
+from benchmarks.harness import BIN, PY, SKIP_DAEMON, Bench, log
 
 
 def measure(bench: Bench) -> None:

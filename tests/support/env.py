@@ -50,11 +50,18 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def m2m_env(home: Path, cloud: Any, **extra: str) -> dict[str, str]:
-    """``base_env`` with the machine identity trio of ``CLIENT_ID`` at ``cloud``."""
+def m2m_env(
+    home: Path,
+    cloud: Any,
+    *,
+    client_id: str = CLIENT_ID,
+    secret: str = CLIENT_SECRET,
+    **extra: str,
+) -> dict[str, str]:
+    """``base_env`` with the machine identity trio of ``client_id`` at ``cloud``."""
     trio = {
-        "MENDA_CLIENT_ID": CLIENT_ID,
-        "MENDA_CLIENT_SECRET": CLIENT_SECRET,
+        "MENDA_CLIENT_ID": client_id,
+        "MENDA_CLIENT_SECRET": secret,
         "MENDA_HOST": cloud.url,
     }
     return base_env(home, **{**trio, **extra})

@@ -63,15 +63,18 @@ def run(
     timeout: float = 60.0,
     cwd: Path | None = None,
     umask: int | None = None,
+    stdin: str | None = None,
 ) -> Run:
-    """Run ``command`` to its end with no stdin; ``env`` is the whole environment."""
+    """Run ``command`` to its end, ``stdin`` its input (none by default); ``env`` is the
+    whole environment."""
     args = [str(part) for part in command]
     start = time.monotonic()
     result = subprocess.run(
         args,
         env=env,
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True,
         text=True,
         errors="replace",
@@ -91,6 +94,31 @@ def keyring_get(
 ) -> Run:
     """The real ``keyring get SERVICE USERNAME``."""
     return run([KEYRING, "get", service, username], env, timeout=timeout, umask=umask)
+
+
+def keyring_herd(
+    env: dict[str, str], count: int, service: str = CA_URL, timeout: float = 120.0
+) -> list[Run]:
+    """``count`` real ``keyring get SERVICE aws`` processes started at once, all awaited."""
+    args = [KEYRING, "get", service, "aws"]
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+        for _ in range(count)
+    ]
+    runs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        runs.append(Run(args, proc.returncode, out, err, time.monotonic() - start))
+    return runs
 
 
 def credd(*args: str, env: dict[str, str], timeout: float = 60.0) -> Run:
