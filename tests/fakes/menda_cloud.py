@@ -110,6 +110,9 @@ class FakeMendaCloud(ServerRunner):
     ``clock`` replaces ``time.time`` for expiry decisions (tests of expiry without sleeping).
     """
 
+    #: requests per endpoint, and its 200 answers
+    COUNTERS = ("oauth", "oauth_ok", "registry", "registry_ok")
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -134,8 +137,6 @@ class FakeMendaCloud(ServerRunner):
         self.access_tokens: dict[str, AccessToken] = {}
         self.issued_registry_tokens: dict[str, RegistryToken] = {}
         self._faults: dict[str, deque[Fault]] = {ep: deque() for ep in ENDPOINTS}
-        self._counts: dict[str, int] = {}
-        self.reset_counts()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -148,14 +149,6 @@ class FakeMendaCloud(ServerRunner):
     def url(self) -> str:
         """Base URL (the profile ``host``), e.g. ``http://127.0.0.1:PORT`` (+ prefix)."""
         return f"http://{self.host}:{self.port}{self.prefix}"
-
-    def start(self) -> FakeMendaCloud:
-        """Start serving; returns self."""
-        super().start()
-        return self
-
-    def __enter__(self) -> FakeMendaCloud:
-        return self.start()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -252,20 +245,6 @@ class FakeMendaCloud(ServerRunner):
             ]
 
     # -- counters and faults -------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        """Requests per endpoint and 200 answers: ``oauth``, ``oauth_ok``, ``registry``, ..."""
-        with self.lock:
-            return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        """Zero the counters."""
-        with self.lock:
-            self._counts = {"oauth": 0, "oauth_ok": 0, "registry": 0, "registry_ok": 0}
-
-    def _count(self, key: str) -> None:
-        with self.lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
 
     def inject(
         self,
