@@ -2,7 +2,7 @@
 
 ``keyring`` imports this module at every start-up (entry point group
 ``keyring.backends``), so it imports only the standard library and our own
-small stdlib-only modules; the in-process resolver loads on first use.
+small stdlib-only modules; the in-process driver loads on first use.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
             return _from_daemon(service, env)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .resolver import InProcessResolver
+    from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
 
