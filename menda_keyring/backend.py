@@ -16,7 +16,7 @@ from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
 from .daemon_client import DaemonUnavailable, request_line, round_trip, total_timeout
-from .errors import MendaError, error_from_wire
+from .errors import DaemonBusy, MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
@@ -86,5 +86,7 @@ def _from_daemon(service: str, env: Mapping[str, str]) -> str:
         if isinstance(password, str) and password:
             return password
         raise DaemonUnavailable("the daemon did not recognise the service")
-    error = reply.get("error")
-    raise error_from_wire(error if isinstance(error, dict) else {})
+    error = error_from_wire(reply.get("error") if isinstance(reply.get("error"), dict) else {})
+    if isinstance(error, DaemonBusy):
+        raise DaemonUnavailable(f"the daemon is busy: {error.message}")
+    raise error
