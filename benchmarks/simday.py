@@ -280,7 +280,8 @@ async def scenario(
 def run_all(pairs: int, interval: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "method": "the real menda_credd.broker.Broker (clock injected) on an asyncio loop with "
-        "a virtual clock (the flow's retry waits are anyio sleeps on that loop); fake menda-cloud in memory; exchanges counted per (identity, domain)"
+        "a virtual clock (the flow's retry waits are anyio sleeps on that loop); fake "
+        "menda-cloud in memory; exchanges counted per (identity, domain)"
     }
     plans: dict[str, tuple[int, tuple[float, float] | None, int | None]] = {
         "12h": (43200, None, None),
