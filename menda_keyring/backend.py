@@ -2,7 +2,7 @@
 
 ``keyring`` imports this module at every start-up (entry point group
 ``keyring.backends``), so it imports only the standard library and our own
-small stdlib-only modules; the in-process resolver loads on first use.
+small stdlib-only modules; the in-process driver loads on first use.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
 from .daemon_client import DaemonUnavailable, request_line, round_trip, total_timeout
-from .errors import MendaError, error_from_wire
+from .errors import DaemonBusy, MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
@@ -72,7 +72,7 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
             return _from_daemon(service, env)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .resolver import InProcessResolver
+    from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
 
@@ -86,5 +86,7 @@ def _from_daemon(service: str, env: Mapping[str, str]) -> str:
         if isinstance(password, str) and password:
             return password
         raise DaemonUnavailable("the daemon did not recognise the service")
-    error = reply.get("error")
-    raise error_from_wire(error if isinstance(error, dict) else {})
+    error = error_from_wire(reply.get("error") if isinstance(reply.get("error"), dict) else {})
+    if isinstance(error, DaemonBusy):
+        raise DaemonUnavailable(f"the daemon is busy: {error.message}")
+    raise error
