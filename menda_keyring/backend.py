@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
-from .daemon_client import DaemonUnavailable, request_line, round_trip, total_timeout
+from .daemon_client import (
+    DaemonUnavailable,
+    DaemonUntrusted,
+    request_line,
+    round_trip,
+    total_timeout,
+)
 from .errors import DaemonBusy, MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CODEARTIFACT_USERNAME = "aws"
 _DAEMON_OFF = ("off", "0", "false", "no")
+#: Socket paths this process has already warned about: one line each, not one per call.
+_warned: set[str] = set()
 
 
 class MendaCodeArtifactKeyring(KeyringBackend):
@@ -70,11 +78,20 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
     if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
         try:
             return _from_daemon(service, env)
+        except DaemonUntrusted as exc:
+            warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
     from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
+
+
+def warn_untrusted(exc: DaemonUntrusted) -> None:
+    """One line on stderr (once per socket path and process): a foreign socket was skipped."""
+    if exc.path not in _warned:
+        _warned.add(exc.path)
+        print(f"menda-keyring: {exc.reason}; resolving in process", file=sys.stderr)
 
 
 def _from_daemon(service: str, env: Mapping[str, str]) -> str:
