@@ -58,8 +58,8 @@ def run_foreground(options: Options) -> int:
         try:
             runtime.prepare_socket_dir(path)
         except (runtime.SocketDirError, OSError) as exc:
-            log.error("%s", exc)
-            print(f"menda-credd: {exc}", file=sys.stderr)
+            log.error("%s; not starting", exc)
+            print(f"menda-credd: {exc}; not starting", file=sys.stderr)
             return 1
         lock_fd = runtime.acquire_daemon_lock(path)
         if lock_fd is None:
@@ -70,6 +70,12 @@ def run_foreground(options: Options) -> int:
             )
             return 0
         if os.path.lexists(path):
+            try:
+                runtime.check_listener(path)
+            except runtime.DaemonUntrusted as exc:
+                print(f"menda-credd: {exc.reason}; refusing to start", file=sys.stderr)
+                os.close(lock_fd)
+                return 1
             if runtime.somebody_listens(path):
                 pid = runtime.ping_pid(path)
                 print(f"menda-credd already running (pid {pid or 'unknown'})", flush=True)
@@ -108,9 +114,20 @@ def _wait_for_pid(path: str) -> int | None:
 
 
 async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
-    loop = asyncio.get_running_loop()
     sender = AsyncSender()
-    broker = Broker(sender.send, idle_timeout=options.idle_timeout)
+    async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
+        await _serve_with(broker, sender, sock, path, options, activated)
+
+
+async def _serve_with(
+    broker: Broker,
+    sender: AsyncSender,
+    sock: socket.socket,
+    path: str,
+    options: Options,
+    activated: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
     server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
     # We remove the socket file ourselves, only when we bound it: a service manager's
     # socket stays, and so does a newer daemon's. Python 3.13 would unlink it on close.

@@ -2,7 +2,7 @@
 
 ``keyring`` imports this module at every start-up (entry point group
 ``keyring.backends``), so it imports only the standard library and our own
-small stdlib-only modules; the in-process resolver loads on first use.
+small stdlib-only modules; the in-process driver loads on first use.
 """
 
 from __future__ import annotations
@@ -15,8 +15,14 @@ from collections.abc import Mapping
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
-from .daemon_client import DaemonUnavailable, request_line, round_trip, total_timeout
-from .errors import MendaError, error_from_wire
+from .daemon_client import (
+    DaemonUnavailable,
+    DaemonUntrusted,
+    request_line,
+    round_trip,
+    total_timeout,
+)
+from .errors import DaemonBusy, MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CODEARTIFACT_USERNAME = "aws"
 _DAEMON_OFF = ("off", "0", "false", "no")
+#: Socket paths this process has already warned about: one line each, not one per call.
+_warned: set[str] = set()
 
 
 class MendaCodeArtifactKeyring(KeyringBackend):
@@ -70,11 +78,20 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
     if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
         try:
             return _from_daemon(service, env)
+        except DaemonUntrusted as exc:
+            warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .resolver import InProcessResolver
+    from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
+
+
+def warn_untrusted(exc: DaemonUntrusted) -> None:
+    """One line on stderr (once per socket path and process): a foreign socket was skipped."""
+    if exc.path not in _warned:
+        _warned.add(exc.path)
+        print(f"menda-keyring: {exc.reason}; resolving in process", file=sys.stderr)
 
 
 def _from_daemon(service: str, env: Mapping[str, str]) -> str:
@@ -86,5 +103,7 @@ def _from_daemon(service: str, env: Mapping[str, str]) -> str:
         if isinstance(password, str) and password:
             return password
         raise DaemonUnavailable("the daemon did not recognise the service")
-    error = reply.get("error")
-    raise error_from_wire(error if isinstance(error, dict) else {})
+    error = error_from_wire(reply.get("error") if isinstance(reply.get("error"), dict) else {})
+    if isinstance(error, DaemonBusy):
+        raise DaemonUnavailable(f"the daemon is busy: {error.message}")
+    raise error

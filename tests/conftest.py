@@ -25,7 +25,7 @@ SUITES: dict[str, str] = {
     "test_identity.py": "unit",
     "test_cloud_protocol.py": "unit",
     "test_token_cache.py": "unit",
-    "test_resolver.py": "unit",
+    "test_in_process.py": "unit",
     "test_credd_refresh.py": "unit",
     "test_credd_broker.py": "unit",
     "test_credd_server.py": "unit",
@@ -37,6 +37,7 @@ SUITES: dict[str, str] = {
     "test_e2e_*": "e2e",
     "test_fakes.py": "e2e",
     "test_hardening_*": "hardening",
+    "test_security_*": "hardening",
     "test_benchmarks.py": "bench",
 }
 

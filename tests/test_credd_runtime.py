@@ -20,7 +20,7 @@ import pytest
 from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
-from menda_keyring.daemon_client import request_line
+from menda_keyring.daemon_client import DaemonUntrusted, request_line
 from tests.support.env import CA_URL, short_tmpdir
 from tests.support.waiting import wait_until
 
@@ -151,14 +151,14 @@ def _serve_in_thread(server: CredServer, path: str):
     async def main() -> None:
         holder["loop"] = asyncio.get_running_loop()
         holder["task"] = asyncio.current_task()
-        listener = await asyncio.start_unix_server(server.handle, path=path)
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            listener.close()
-            await server.drain(1.0)
-            server.broker.close()
+        async with server.broker:
+            listener = await asyncio.start_unix_server(server.handle, path=path)
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                listener.close()
+                await server.drain(1.0)
 
     def run() -> None:
         with contextlib.suppress(asyncio.CancelledError):
@@ -226,6 +226,10 @@ def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
         )
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert broker.counters["peer_rejections"] == 1
+        # Our own client refuses a folder open to others; closed again, it is served.
+        with pytest.raises(DaemonUntrusted, match="open to group or others"):
+            runtime.ask(path, {"op": "ping"})
+        open_dir.chmod(0o700)
         assert runtime.ask(path, {"op": "ping"})["pid"] == os.getpid()
     finally:
         stop()

@@ -16,11 +16,11 @@ import pytest
 from menda_keyring.daemon_client import (
     IDLE_TIMEOUT,
     DaemonUnavailable,
-    _peer_pid,
-    _waiting_for_cpu,
     request_line,
     round_trip,
 )
+from menda_keyring.peercred import peer_credentials
+from menda_keyring.procfs import waiting_for_cpu as _waiting_for_cpu
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
 from tests.support.env import CA_URL, m2m_env
@@ -73,7 +73,7 @@ def test_peer_pid_is_the_listening_process(tmp_path: Path) -> None:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(path)
-        assert _peer_pid(client) == os.getpid()
+        assert peer_credentials(client).pid == os.getpid()
     finally:
         client.close()
         server.close()
