@@ -273,7 +273,11 @@ class Bench:
     def __enter__(self) -> Bench:
         self.stack.__enter__()
         self.stack.callback(shutil.rmtree, self.tmp, ignore_errors=True)
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.stack.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
