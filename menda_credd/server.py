@@ -40,13 +40,13 @@ from menda_keyring.identity import (
     read_config,
     resolve_identity,
 )
+from menda_keyring.peercred import peer_uid
 from menda_keyring.retry import Deadline, ceiling_from_env
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 
 from . import __version__
 from .broker import Broker, Entry
-from .runtime import peer_uid
 
 log = logging.getLogger("menda_credd.server")
 
