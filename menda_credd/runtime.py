@@ -238,7 +238,10 @@ def stop_refusal(probe: Probe, uid: int, owner: int | None, argv: list[str] | No
         return f"pid {pid} serving the socket belongs to {private_dir.describe_uid(owner)}"
     if argv is not None and not is_credd_command(argv):
         name = os.path.basename(argv[0]) if argv else "?"
-        return f"pid {pid} serving the socket is not menda-credd (it runs {name!r})"
+        return (
+            f"pid {pid} serving the socket is not menda-credd (it runs {name!r}); if a "
+            "service manager holds the socket, stop the daemon through it"
+        )
     if probe.reported_pid is not None and probe.reported_pid != pid:
         return (
             f"the daemon answering says it is pid {probe.reported_pid}, but the kernel reports "
