@@ -48,14 +48,21 @@ class SocketDirError(Exception):
 # -- socket folder and socket -------------------------------------------------------------
 
 
-def check_private_dir(folder: str, uid: int) -> None:
-    """Refuse a folder that is a symlink, not a folder, not ours, or open to group/others."""
+def check_private_dir(folder: str, uid: int, create: bool = False) -> None:
+    """Refuse a folder that is a symlink, not a folder, not ours, or open to group/others.
+
+    With ``create``, missing folders are made first (``mkdir`` 0700, each one verified).
+    """
     try:
+        if create:
+            private_dir.make_private_dirs(folder, uid)
         private_dir.check_private_dir(folder, uid)
     except private_dir.NotPrivateError as exc:
-        raise SocketDirError(f"socket folder {folder} {exc.problem}; refusing it") from None
+        raise SocketDirError(f"socket folder {exc.folder} {exc.problem}; refusing it") from None
     except OSError as exc:
-        raise SocketDirError(f"cannot inspect socket folder {folder}: {exc.strerror}") from None
+        raise SocketDirError(
+            f"cannot use socket folder {exc.filename or folder}: {exc.strerror}"
+        ) from None
 
 
 def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
@@ -66,11 +73,7 @@ def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
     """
     uid = os.geteuid() if uid is None else uid
     folder = os.path.dirname(os.path.abspath(socket_file))
-    try:
-        private_dir.make_private_dirs(folder, uid)
-    except private_dir.NotPrivateError as exc:
-        raise SocketDirError(f"socket folder {exc.folder} {exc.problem}; refusing it") from None
-    check_private_dir(folder, uid)
+    check_private_dir(folder, uid, create=True)
     return folder
 
 

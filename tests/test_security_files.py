@@ -9,7 +9,6 @@ secret of the shell that started it; an unwritable ``HOME`` is a typed error.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -25,13 +24,14 @@ from menda_keyring.paths import config_path, token_cache_path
 from menda_keyring.resolver import InProcessResolver
 from menda_keyring.urls import parse_codeartifact_service
 from tests.conftest import CA_URL, base_env, m2m_env, write_profile, write_user_token
-from tests.credd_helpers import Daemon, short_socket_dir
+from tests.credd_helpers import Daemon
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.hardening_helpers import (
     IS_ROOT,
     MENDA_CREDD,
     credd_cli,
     keyring_get,
+    private_tmpdir,
     run,
     sentinel,
     typed_error,
@@ -112,8 +112,7 @@ def test_a_fifo_as_the_token_cache_file_is_a_typed_error(home: Path) -> None:
 
 
 def test_a_fifo_mendacfg_does_not_freeze_the_daemon(cloud: FakeMendaCloud, home: Path) -> None:
-    folder = short_socket_dir()
-    try:
+    with private_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         victim = home / "victim"
         victim.mkdir()
@@ -126,8 +125,6 @@ def test_a_fifo_mendacfg_does_not_freeze_the_daemon(cloud: FakeMendaCloud, home:
             assert time.monotonic() - began < 20
             good = keyring_get(m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sock)))
             assert cloud.is_valid_registry_token(good.token)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- item 8: the token cache folder is checked before a token in it is trusted -------------
@@ -217,8 +214,7 @@ def test_install_service_refuses_a_unit_folder_others_can_write(tmp_path: Path) 
 
 
 def test_a_detached_daemon_log_is_0600_under_umask_000(cloud: FakeMendaCloud, home: Path) -> None:
-    folder = short_socket_dir()
-    try:
+    with private_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         log = home / "logs" / "credd.log"
         env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sock))
@@ -229,8 +225,6 @@ def test_a_detached_daemon_log_is_0600_under_umask_000(cloud: FakeMendaCloud, ho
             assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
         finally:
             assert credd_cli("stop", env=env).returncode == 0
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the daemon's own environment, and an unwritable HOME ---------------------------------
@@ -264,9 +258,8 @@ def test_scrub_removes_identity_variables_and_keeps_the_daemons_own() -> None:
 def test_menda_credd_start_does_not_hand_the_shells_secret_to_the_daemon(
     cloud: FakeMendaCloud, home: Path
 ) -> None:
-    folder = short_socket_dir()
     secret = sentinel()
-    try:
+    with private_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         env = base_env(
             home, MENDA_CREDD_SOCKET=str(sock), MENDA_CLIENT_SECRET=secret, MENDA_CLIENT_ID="x"
@@ -281,8 +274,6 @@ def test_menda_credd_start_does_not_hand_the_shells_secret_to_the_daemon(
             assert b"MENDA_CLIENT_ID=" not in environ
         finally:
             assert credd_cli("stop", env=env).returncode == 0
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run keyring as nobody")
@@ -299,9 +290,8 @@ def test_an_unwritable_home_is_a_typed_error(cloud: FakeMendaCloud, tmp_path: Pa
     )
     if probe.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[:2]}")
-    shared = Path("/tmp") / f"msf-{os.getpid()}"  # noqa: S108 - nobody must reach it
-    shared.mkdir(mode=0o755)
-    try:
+    with private_tmpdir("msf-") as shared:
+        shared.chmod(0o755)  # nobody must reach the home inside
         home = shared / "home"
         home.mkdir(mode=0o555)
         env = m2m_env(home, cloud)
@@ -324,5 +314,3 @@ def test_an_unwritable_home_is_a_typed_error(cloud: FakeMendaCloud, tmp_path: Pa
             "ConfigError",
             f"cannot create the folder {home / '.menda'}: Permission denied",
         ), result.stderr
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
