@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from menda_keyring.paths import SUN_PATH_MAX, fit_sun_path, socket_path
 from menda_keyring.peercred import Peer
 from menda_keyring.private_dir import folder_problem
 from menda_keyring.procfs import pid_alive
-from tests.conftest import m2m_env
+from menda_keyring.urls import parse_codeartifact_service
+from tests.conftest import CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.hardening_helpers import IS_ROOT, credd_cli, keyring_get, private_tmpdir, wait_until
 
@@ -397,3 +399,26 @@ def test_the_daemon_refuses_a_socket_folder_another_user_made_first(tmp_path: Pa
         os.umask(old)
     for made in (fresh.parent, fresh):
         assert os.lstat(made).st_mode & 0o777 == 0o700
+
+
+def test_a_library_caller_hears_of_a_refused_socket_once(
+    cloud: FakeMendaCloud, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from menda_keyring import backend
+
+    folder = home / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "credd.sock"
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(path))
+    folder.chmod(0o770)
+    target = parse_codeartifact_service(CA_URL)
+    assert target is not None
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(path))
+    try:
+        tokens = [backend.fetch_token(CA_URL, target, env) for _ in range(3)]
+    finally:
+        bound.close()
+        backend._warned.discard(str(path))
+    assert all(cloud.is_valid_registry_token(token) for token in tokens)
+    assert len(refusal_lines(capsys.readouterr().err)) == 1
