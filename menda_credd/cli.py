@@ -21,7 +21,7 @@ from pathlib import Path
 
 from menda_keyring.daemon_client import DaemonUnavailable, DaemonUntrusted
 from menda_keyring.errors import ConfigError
-from menda_keyring.fileutil import ensure_private_dir, write_private_file_atomically
+from menda_keyring.fileutil import write_private_file_atomically
 from menda_keyring.paths import default_log_file
 from menda_keyring.paths import socket_path as default_socket_path
 from menda_keyring.private_dir import (
@@ -387,11 +387,13 @@ def install_file(path: Path, content: bytes) -> None:
     Missing folders are created 0700. A unit or plist in a folder another user can write
     could be replaced by that user (``ExecStart=``): such a folder is refused.
     """
-    ensure_private_dir(path.parent)
     try:
+        make_private_dirs(path.parent)
         check_private_dir(path.parent, forbidden=NOT_WRITABLE)
     except NotPrivateError as exc:
         raise ConfigError(f"{exc}; not installing {path.name} there") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {exc.filename or path.parent}: {exc.strerror}") from None
     write_private_file_atomically(path, content)
 
 
@@ -419,9 +421,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     else:
         # The unit makes ~/.menda writable in its read-only sandbox: it must exist.
         try:
-            ensure_private_dir(state)
-        except ConfigError as exc:
-            print(f"menda-credd: {exc}", file=sys.stderr)
+            make_private_dirs(state)
+        except OSError as exc:
+            print(f"menda-credd: cannot create {state}: {exc.strerror}", file=sys.stderr)
             return 1
     return _run_plan(service.install_plan(_platform(), home), args.dry_run)
 

@@ -115,9 +115,20 @@ def _wait_for_pid(path: str) -> int | None:
 
 
 async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
-    loop = asyncio.get_running_loop()
     sender = AsyncSender()
-    broker = Broker(sender.send, idle_timeout=options.idle_timeout)
+    async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
+        await _serve_with(broker, sender, sock, path, options, activated)
+
+
+async def _serve_with(
+    broker: Broker,
+    sender: AsyncSender,
+    sock: socket.socket,
+    path: str,
+    options: Options,
+    activated: bool,
+) -> None:
+    loop = asyncio.get_running_loop()
     server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
     # We remove the socket file ourselves, only when we bound it: a service manager's
     # socket stays, and so does a newer daemon's. Python 3.13 would unlink it on close.

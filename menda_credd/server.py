@@ -46,7 +46,8 @@ from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 
 from . import __version__
-from .broker import Broker, Entry
+from .broker import Broker
+from .entries import Entry
 
 log = logging.getLogger("menda_credd.server")
 
@@ -450,7 +451,7 @@ class CredServer:
             if identity.auth_type == "u2m":
                 deadline = Deadline(ceiling)
                 scope = await self.broker.user_scope(identity, home, deadline)
-            entry = self.broker.lookup(identity, target, scope)
+            entry = self.broker.serve_cached(identity, target, scope)
             if entry is not None:
                 return entry_answer(entry)
             token = await self._wait_with_heartbeats(

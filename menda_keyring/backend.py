@@ -2,7 +2,7 @@
 
 ``keyring`` imports this module at every start-up (entry point group
 ``keyring.backends``), so it imports only the standard library and our own
-small stdlib-only modules; the in-process resolver loads on first use.
+small stdlib-only modules; the in-process driver loads on first use.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .daemon_client import (
     round_trip,
     total_timeout,
 )
-from .errors import MendaError, error_from_wire
+from .errors import DaemonBusy, MendaError, error_from_wire
 from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
@@ -82,7 +82,7 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
             warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .resolver import InProcessResolver
+    from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
 
@@ -103,5 +103,7 @@ def _from_daemon(service: str, env: Mapping[str, str]) -> str:
         if isinstance(password, str) and password:
             return password
         raise DaemonUnavailable("the daemon did not recognise the service")
-    error = reply.get("error")
-    raise error_from_wire(error if isinstance(error, dict) else {})
+    error = error_from_wire(reply.get("error") if isinstance(reply.get("error"), dict) else {})
+    if isinstance(error, DaemonBusy):
+        raise DaemonUnavailable(f"the daemon is busy: {error.message}")
+    raise error

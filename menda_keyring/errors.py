@@ -73,6 +73,12 @@ class ResolutionTimeoutError(MendaCloudAPIError):
     kind = "resolution_timeout"
 
 
+class DaemonBusy(MendaError):
+    """The daemon cannot take this request now (saturated, or stopping): resolve in process."""
+
+    kind = "daemon_busy"
+
+
 def shown(value: str, limit: int = 64) -> str:
     """A user-supplied value as messages show it: never more than ``limit`` characters."""
     return value if len(value) <= limit else value[: limit - 3] + "..."

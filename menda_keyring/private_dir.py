@@ -13,13 +13,22 @@ import os
 import stat
 
 
-class NotPrivateError(Exception):
-    """A folder that is not private to us; the message names it and its owner."""
+class NotPrivateError(OSError):
+    """A folder that is not private to us; the message names it and its owner.
+
+    An ``OSError`` (``strerror`` is the problem) so that callers that treat an unusable
+    folder as an I/O failure, such as the resolution flow's effects, treat this one so too.
+    """
 
     def __init__(self, folder: str, problem: str) -> None:
         super().__init__(f"folder {folder} {problem}")
+        self.strerror = problem
+        self.filename = None
         self.folder = folder
         self.problem = problem
+
+    def __str__(self) -> str:
+        return f"folder {self.folder} {self.problem}"
 
 
 def describe_uid(uid: int) -> str:

@@ -154,14 +154,14 @@ def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
     async def main() -> None:
         holder["loop"] = asyncio.get_running_loop()
         holder["task"] = asyncio.current_task()
-        listener = await asyncio.start_unix_server(server.handle, path=path)
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            listener.close()
-            await server.drain(1.0)
-            server.broker.close()
+        async with server.broker:
+            listener = await asyncio.start_unix_server(server.handle, path=path)
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                listener.close()
+                await server.drain(1.0)
 
     def run() -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ import pytest
 
 from menda_keyring import errors
 from menda_keyring.errors import FRAGMENT, MAX_MESSAGE, MendaCloudAPIError, redact
-from menda_keyring.resolver import InProcessResolver
+from menda_keyring.in_process import InProcessResolver
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
 from tests.conftest import CA_URL, CLIENT_ID, base_env, write_profile, write_user_token

@@ -20,8 +20,8 @@ import pytest
 
 from menda_credd import runtime
 from menda_keyring import errors
+from menda_keyring.in_process import InProcessResolver
 from menda_keyring.paths import config_path, token_cache_path
-from menda_keyring.resolver import InProcessResolver
 from menda_keyring.urls import parse_codeartifact_service
 from tests.conftest import CA_URL, base_env, m2m_env, write_profile, write_user_token
 from tests.credd_helpers import Daemon
@@ -312,5 +312,6 @@ def test_an_unwritable_home_is_a_typed_error(cloud: FakeMendaCloud, tmp_path: Pa
         assert "Traceback" not in result.stderr
         assert typed_error(result.stderr) == (
             "ConfigError",
-            f"cannot create the folder {home / '.menda'}: Permission denied",
+            f"The Menda token cache folder {home / '.menda' / 'tokens' / 'cache'} cannot be "
+            "used: Permission denied. Check that your home folder is writable.",
         ), result.stderr
