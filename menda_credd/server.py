@@ -40,6 +40,7 @@ from menda_keyring.identity import (
     read_config,
     resolve_identity,
 )
+from menda_keyring.peercred import peer_uid
 from menda_keyring.retry import Deadline, ceiling_from_env
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
@@ -47,7 +48,6 @@ from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 from . import __version__
 from .broker import Broker
 from .entries import Entry
-from .runtime import peer_uid
 
 log = logging.getLogger("menda_credd.server")
 

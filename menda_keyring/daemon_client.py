@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from .daemon_protocol import MAX_LINE, VERSION, identity_env
 from .peercred import Peer, peer_credentials
 from .private_dir import describe_uid, folder_problem
-from .procfs import waiting_for_cpu
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +219,8 @@ def _converse(conn: Connection, line: bytes, total_timeout: float, reused: bool)
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
+            from .procfs import waiting_for_cpu  # only when the daemon goes quiet
+
             silent = time.monotonic() - silent_since
             if silent < STARVED_PATIENCE and waiting_for_cpu(conn.daemon_pid):
                 continue

@@ -29,6 +29,7 @@ SUITES: dict[str, str] = {
     "test_credd_refresh.py": "unit",
     "test_credd_broker.py": "unit",
     "test_credd_server.py": "unit",
+    "test_redaction.py": "unit",
     "test_keyring_cli.py": "cli",
     "test_tls.py": "cli",
     "test_cache_contention.py": "cli",

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from menda_keyring.identity import token_cache_path
+from menda_keyring.paths import token_cache_path
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.env import CA_URL, base_env
 
