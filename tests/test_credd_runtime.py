@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import stat
 import struct
@@ -23,7 +22,8 @@ from menda_credd.broker import Broker
 from menda_credd.server import CredServer
 from menda_keyring import peercred
 from menda_keyring.daemon_client import DaemonUntrusted, request_line
-from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
+from tests.support.env import CA_URL, short_tmpdir
+from tests.support.waiting import wait_until
 
 IS_ROOT = os.geteuid() == 0
 
@@ -82,7 +82,7 @@ def test_socket_dir_symlink_or_file_is_refused(tmp_path: Path) -> None:
         runtime.check_private_dir(str(afile), os.getuid())
 
 
-def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:  # noqa: F811
+def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:
     path = str(sockdir / "c.sock")
     old = os.umask(0)
     try:
@@ -104,7 +104,7 @@ def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:  #
     assert not os.path.exists(path)
 
 
-def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:  # noqa: F811
+def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:
     path = str(sockdir / "c.sock")
     first = runtime.acquire_daemon_lock(path)
     assert first is not None
@@ -144,7 +144,7 @@ def closed_without_answer(sock: socket.socket) -> bool:
         return True
 
 
-def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
+def _serve_in_thread(server: CredServer, path: str):
     """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
     import threading
 
@@ -183,7 +183,7 @@ async def _never(*_args: object) -> object:
     raise AssertionError("no upstream call expected")
 
 
-def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> None:  # noqa: F811
+def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     # The server serves a uid that is not ours: our own connection is the foreign peer.
@@ -206,8 +206,12 @@ def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> N
     reason="needs root (to connect as another uid) and /usr/bin/python3",
 )
 def test_a_real_other_user_is_rejected() -> None:
-    open_dir = short_socket_dir()
-    open_dir.chmod(0o777)  # noqa: S103 - the test wants a foreign peer to reach the socket
+    with short_tmpdir() as open_dir:
+        check_a_real_other_user_is_rejected(open_dir)
+
+
+def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
+    open_dir.chmod(0o777)  # so that a foreign peer reaches the socket
     path = str(open_dir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path)
@@ -232,7 +236,6 @@ def test_a_real_other_user_is_rejected() -> None:
         assert runtime.ask(path, {"op": "ping"})["pid"] == os.getpid()
     finally:
         stop()
-        shutil.rmtree(open_dir, ignore_errors=True)
 
 
 FOREIGN_PEER = """
@@ -255,7 +258,7 @@ def _ping(sock: socket.socket) -> bool:
     return b'"pid"' in sock.recv(1000)
 
 
-def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> None:  # noqa: F811
+def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
@@ -284,7 +287,7 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> Non
 
 
 def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
     tmp_path: Path,
 ) -> None:
     path = str(sockdir / "s.sock")
@@ -326,7 +329,7 @@ def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
         stop()
 
 
-def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:  # noqa: F811
+def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.5)
     stop = _serve_in_thread(server, path)
@@ -346,7 +349,7 @@ def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:  # noqa: F
         stop()
 
 
-def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:  # noqa: F811
+def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.3)
     stop = _serve_in_thread(server, path)
@@ -361,7 +364,7 @@ def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> N
 
 
 def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
     """One timer per connection, re-armed: only a read lasting the whole timeout ends it."""
     path = str(sockdir / "s.sock")
@@ -395,7 +398,7 @@ def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
 # -- systemd ---------------------------------------------------------------------------------
 
 
-def test_sd_notify_reaches_path_and_abstract_sockets(sockdir: Path) -> None:  # noqa: F811
+def test_sd_notify_reaches_path_and_abstract_sockets(sockdir: Path) -> None:
     path = str(sockdir / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)
