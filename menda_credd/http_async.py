@@ -17,16 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from menda_keyring.cloud_protocol import (
-    MAX_BODY,
-    HttpRequest,
-    HttpResponse,
-    cannot_connect,
-    connection_failed,
-    no_answer,
-    tls_error,
-    tls_verification_failed,
-)
+from menda_keyring import cloud_protocol as cloud
 from menda_keyring.identity import is_loopback_host
 
 
@@ -66,7 +57,7 @@ class AsyncSender:
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
-    async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+    async def send(self, request: cloud.HttpRequest, timeout: float) -> cloud.HttpResponse:
         timeout = max(timeout, 0.05)
         session = self._get_session()
         try:
@@ -79,20 +70,20 @@ class AsyncSender:
                 proxy=proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as answer:
-                body = await answer.content.read(MAX_BODY)
+                body = await answer.content.read(cloud.MAX_BODY)
                 headers = {k.lower(): v for k, v in answer.headers.items()}
-                return HttpResponse(answer.status, headers, body)
+                return cloud.HttpResponse(answer.status, headers, body)
         except aiohttp.ClientConnectorCertificateError as exc:
             error = exc.certificate_error
             detail = getattr(error, "verify_message", None) or str(error)
-            raise tls_verification_failed(request, detail) from None
+            raise cloud.tls_verification_failed(request, detail) from None
         except aiohttp.ClientSSLError as exc:
-            raise tls_error(request, exc) from None
+            raise cloud.tls_error(request, exc) from None
         except (asyncio.TimeoutError, TimeoutError):
-            raise no_answer(request, timeout) from None
+            raise cloud.no_answer(request, timeout) from None
         except aiohttp.ClientConnectorError as exc:
-            raise cannot_connect(
+            raise cloud.cannot_connect(
                 request, exc.strerror or str(exc.os_error) or "connection failed"
             ) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise connection_failed(request, exc) from None
+            raise cloud.connection_failed(request, exc) from None

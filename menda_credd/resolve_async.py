@@ -21,25 +21,10 @@ from urllib.parse import urlsplit
 import anyio
 import filelock
 
+from menda_keyring import resolution as flow
 from menda_keyring import token_cache
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
 from menda_keyring.fileutil import ensure_private_dir
-from menda_keyring.resolution import (
-    EFFECT_ERRORS,
-    Done,
-    DropToken,
-    Effect,
-    Flow,
-    LockCache,
-    Outcome,
-    ReadCache,
-    Send,
-    Sleep,
-    StoreToken,
-    T,
-    UnlockCache,
-    advance,
-)
 
 AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
 
@@ -130,48 +115,48 @@ class AsyncEffects:
             raise
         return _HeldLock(queue, file_lock, forget)
 
-    async def perform(self, effect: Effect, held: dict[Path, _HeldLock]) -> Any:
-        if isinstance(effect, Send):
+    async def perform(self, effect: flow.Effect, held: dict[Path, _HeldLock]) -> Any:
+        if isinstance(effect, flow.Send):
             return await self.send(effect.request, effect.timeout)
-        if isinstance(effect, Sleep):
+        if isinstance(effect, flow.Sleep):
             return await anyio.sleep(effect.seconds)
-        if isinstance(effect, ReadCache):
+        if isinstance(effect, flow.ReadCache):
             return await anyio.to_thread.run_sync(token_cache.read_snapshot, effect.path)
-        if isinstance(effect, LockCache):
+        if isinstance(effect, flow.LockCache):
             lock = await self.lock(effect.path, effect.timeout)
             if lock is None:
                 return False
             held[effect.path] = lock
             return True
-        if isinstance(effect, UnlockCache):
+        if isinstance(effect, flow.UnlockCache):
             return await held.pop(effect.path).release()
-        if isinstance(effect, StoreToken):
+        if isinstance(effect, flow.StoreToken):
             store = functools.partial(token_cache.store, effect.path, effect.identity, effect.token)
             return await anyio.to_thread.run_sync(store)
-        if isinstance(effect, DropToken):
+        if isinstance(effect, flow.DropToken):
             drop = functools.partial(
                 token_cache.drop, effect.path, effect.identity, effect.rejected
             )
             return await anyio.to_thread.run_sync(drop)
         raise TypeError(f"unknown effect {type(effect).__name__}")
 
-    async def outcome_of(self, effect: Effect, held: dict[Path, _HeldLock]) -> Outcome:
+    async def outcome_of(self, effect: flow.Effect, held: dict[Path, _HeldLock]) -> flow.Outcome:
         try:
-            return Outcome(value=await self.perform(effect, held))
-        except EFFECT_ERRORS as exc:
-            return Outcome(error=exc)
+            return flow.Outcome(value=await self.perform(effect, held))
+        except flow.EFFECT_ERRORS as exc:
+            return flow.Outcome(error=exc)
 
 
-async def drive(flow: Flow[T], effects: AsyncEffects) -> T:
-    """Run ``flow`` to its end on this event loop; cancellation releases its locks."""
+async def drive(steps: flow.Flow[flow.T], effects: AsyncEffects) -> flow.T:
+    """Run the flow ``steps`` to its end on this event loop; cancellation releases its locks."""
     held: dict[Path, _HeldLock] = {}
-    outcome = Outcome()
+    outcome = flow.Outcome()
     try:
-        while not isinstance(step := advance(flow, outcome), Done):
+        while not isinstance(step := flow.advance(steps, outcome), flow.Done):
             outcome = await effects.outcome_of(step, held)
         return step.value
     finally:
-        flow.close()
+        steps.close()
         with anyio.CancelScope(shield=True):
             while held:
                 await held.popitem()[1].release()

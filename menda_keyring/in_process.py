@@ -13,27 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import resolution as flow
 from . import token_cache
 from .cloud_protocol import HttpRequest, HttpResponse
 from .fileutil import ExclusiveLock, ensure_private_dir
 from .identity import home_from_env, resolve_identity, token_cache_path
-from .resolution import (
-    EFFECT_ERRORS,
-    Done,
-    DropToken,
-    Effect,
-    Flow,
-    LockCache,
-    Outcome,
-    ReadCache,
-    Resolution,
-    Send,
-    Sleep,
-    StoreToken,
-    T,
-    UnlockCache,
-    advance,
-)
 from .retry import Deadline, RetryPolicy, ceiling_from_env
 from .tokens import RegistryToken
 from .urls import RegistryTarget
@@ -58,28 +42,34 @@ class SyncEffects:
         self.sleep = sleep
         self.held: dict[Path, ExclusiveLock] = {}
 
-    def perform(self, effect: Effect) -> Any:
-        if isinstance(effect, Send):
+    def perform(self, effect: flow.Effect) -> Any:
+        if isinstance(effect, flow.Send):
             return self.send(effect.request, effect.timeout)
-        if isinstance(effect, Sleep):
+        if isinstance(effect, flow.Sleep):
             return self.sleep(effect.seconds)
-        if isinstance(effect, ReadCache):
+        if isinstance(effect, flow.ReadCache):
             return token_cache.read_snapshot(effect.path)
-        if isinstance(effect, LockCache):
+        if isinstance(effect, flow.LockCache):
             ensure_private_dir(effect.path.parent)
             lock = ExclusiveLock(effect.path)
             if not lock.acquire(effect.timeout):
                 return False
             self.held[effect.path] = lock
             return True
-        if isinstance(effect, UnlockCache):
+        if isinstance(effect, flow.UnlockCache):
             self.held.pop(effect.path).release()
             return None
-        if isinstance(effect, StoreToken):
+        if isinstance(effect, flow.StoreToken):
             return token_cache.store(effect.path, effect.identity, effect.token)
-        if isinstance(effect, DropToken):
+        if isinstance(effect, flow.DropToken):
             return token_cache.drop(effect.path, effect.identity, effect.rejected)
         raise TypeError(f"unknown effect {type(effect).__name__}")
+
+    def outcome_of(self, effect: flow.Effect) -> flow.Outcome:
+        try:
+            return flow.Outcome(value=self.perform(effect))
+        except flow.EFFECT_ERRORS as exc:
+            return flow.Outcome(error=exc)
 
     def release_all(self) -> None:
         while self.held:
@@ -87,20 +77,15 @@ class SyncEffects:
             lock.release()
 
 
-def drive(flow: Flow[T], effects: SyncEffects) -> T:
-    """Run ``flow`` to its end in this thread."""
-    outcome = Outcome()
+def drive(steps: flow.Flow[flow.T], effects: SyncEffects) -> flow.T:
+    """Run the flow ``steps`` to its end in this thread."""
+    outcome = flow.Outcome()
     try:
-        while True:
-            step = advance(flow, outcome)
-            if isinstance(step, Done):
-                return step.value
-            try:
-                outcome = Outcome(value=effects.perform(step))
-            except EFFECT_ERRORS as exc:
-                outcome = Outcome(error=exc)
+        while not isinstance(step := flow.advance(steps, outcome), flow.Done):
+            outcome = effects.outcome_of(step)
+        return step.value
     finally:
-        flow.close()
+        steps.close()
         effects.release_all()
 
 
@@ -125,7 +110,7 @@ class InProcessResolver:
     def resolve(self, target: RegistryTarget) -> RegistryToken:
         deadline = Deadline(ceiling_from_env(self.env))
         identity = resolve_identity(self.env, self.home)
-        resolution = Resolution(
+        resolution = flow.Resolution(
             identity, target, token_cache_path(self.home), deadline, self.policy, self.clock
         )
         return drive(resolution.run(), SyncEffects(self.send, self.sleep))
