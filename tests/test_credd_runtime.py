@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.from_thread import start_blocking_portal
 
 from menda_credd import runtime
 from menda_credd.broker import Broker
@@ -143,35 +145,18 @@ def closed_without_answer(sock: socket.socket) -> bool:
 
 def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
     """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
-    import threading
-
-    started = threading.Event()
-    holder: dict[str, object] = {}
-
-    async def main() -> None:
-        holder["loop"] = asyncio.get_running_loop()
-        holder["task"] = asyncio.current_task()
-        listener = await asyncio.start_unix_server(server.handle, path=path)
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            listener.close()
-            await server.drain(1.0)
-            server.broker.close()
-
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            asyncio.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
+    portal_cm = start_blocking_portal(backend="asyncio")
+    portal = portal_cm.__enter__()
+    listener = portal.call(anyio.create_unix_listener, path)
+    serving = portal.start_task_soon(server.serve, listener)
 
     def stop() -> None:
-        loop = holder["loop"]
-        loop.call_soon_threadsafe(holder["task"].cancel)  # type: ignore[attr-defined]
-        thread.join(30)
+        try:
+            portal.call(server.shutdown, 1.0)
+            serving.result(30)
+            portal.call(server.broker.close)
+        finally:
+            portal_cm.__exit__(None, None, None)
 
     return stop
 

@@ -1,0 +1,62 @@
+"""The shim's one decision: the daemon's answer when one comes, else resolution in process.
+
+Loaded on the first CodeArtifact URL only (``backend`` stays cheap for every other
+site). A daemon that is absent, wedged, of another protocol version, or that
+complains about our request (``bad_request``, ``unsupported_version``, ``busy``)
+means in-process resolution at once, with the reason at debug level: the user
+sees a token, never an error line about the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from .daemon_client import DaemonUnavailable, round_trip, total_timeout
+from .daemon_protocol import (
+    ErrorReply,
+    NotOurs,
+    ProtocolMismatch,
+    TokenReply,
+    encode_request,
+    get_request,
+    reply_from_message,
+)
+from .errors import DaemonProtocolError
+from .paths import socket_path
+from .urls import RegistryTarget
+
+log = logging.getLogger("menda_keyring.backend")
+
+CODEARTIFACT_USERNAME = "aws"
+_DAEMON_OFF = ("off", "0", "false", "no")
+
+
+def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) -> str:
+    """The token from the daemon when one answers, else resolved in this process."""
+    if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
+        try:
+            return from_daemon(service, env)
+        except DaemonUnavailable as exc:
+            log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
+    from .resolver import InProcessResolver
+
+    return InProcessResolver(env).resolve(target).token
+
+
+def from_daemon(service: str, env: Mapping[str, str]) -> str:
+    """The daemon's token; raises the typed error it reports, or DaemonUnavailable."""
+    line = encode_request(get_request(service, CODEARTIFACT_USERNAME, env))
+    try:
+        reply = reply_from_message(round_trip(socket_path(env), line, total_timeout(env)), "get")
+    except ProtocolMismatch as exc:
+        raise DaemonUnavailable(exc.reason) from None
+    if isinstance(reply, TokenReply):
+        return reply.password
+    if isinstance(reply, ErrorReply):
+        if isinstance(reply.error, DaemonProtocolError):
+            raise DaemonUnavailable(f"the daemon refused the request ({reply.error.kind})")
+        raise reply.error
+    if isinstance(reply, NotOurs):
+        raise DaemonUnavailable("the daemon did not recognise the service")
+    raise DaemonUnavailable("the daemon's answer is not a token")
