@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from menda_keyring.daemon_client import DaemonUnavailable
+from menda_keyring.daemon_client import DaemonUnavailable, DaemonUntrusted
 from menda_keyring.paths import socket_path as default_socket_path
+from menda_keyring.procfs import pid_alive
 
 from . import __version__, runtime, service
 from .broker import DEFAULT_IDLE_TIMEOUT
@@ -131,9 +132,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         setup_logging(args.log_level)
         return run_foreground(Options(socket=args.socket, idle_timeout=_idle_timeout(args)))
     path = _socket(args)
-    pid = runtime.ping_pid(path)
-    if pid is not None:
-        print(f"menda-credd already running (pid {pid})")
+    try:
+        probe = runtime.probe_daemon(path)
+    except DaemonUntrusted as exc:
+        print(f"menda-credd: {exc.reason}; not starting a daemon there", file=sys.stderr)
+        return 1
+    if probe is not None and probe.reported_pid is not None:
+        print(f"menda-credd already running (pid {probe.reported_pid})")
         return 0
     log_path = Path(args.log_file) if args.log_file else default_log_file()
     try:
@@ -204,28 +209,30 @@ def _print_tail(path: Path, lines: int = 10) -> None:
 # -- stop ---------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is gone for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def cmd_stop(args: argparse.Namespace) -> int:
+    """Signal only the kernel's peer of the socket, and only when it is our menda-credd."""
     path = _socket(args)
-    pid = runtime.ping_pid(path)
-    if pid is None:
-        pid = runtime.lock_holder(path)  # alive but not answering (stopped, wedged)?
-        if pid is None:
+    try:
+        probe, refusal = runtime.stoppable_pid(path)
+    except DaemonUntrusted as exc:
+        print(f"menda-credd: {exc.reason}; not stopping anything", file=sys.stderr)
+        return 1
+    if refusal is not None:
+        print(f"menda-credd: not stopping anything at {path}: {refusal}", file=sys.stderr)
+        return 1
+    if probe is None or probe.peer.pid is None:
+        holder = runtime.lock_holder(path)
+        if holder is None:
             print("menda-credd not running")
             return 0
+        print(
+            f"menda-credd: the life lock of {path} is held (it names pid {holder}) but nothing "
+            "accepts on the socket; not signalling a pid read from a file",
+            file=sys.stderr,
+        )
+        return 1
+    pid = probe.peer.pid
+    if not probe.answered:
         print(f"menda-credd (pid {pid}) is not answering; stopping it", file=sys.stderr)
     try:
         os.kill(pid, signal.SIGTERM)
@@ -235,7 +242,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return 0
     end = time.monotonic() + args.timeout
     while time.monotonic() < end:
-        if not _pid_alive(pid) or (
+        if not pid_alive(pid) or (
             runtime.ping_pid(path, timeout=0.5) is None
             and not os.path.lexists(path)
             and runtime.lock_holder(path) is None
@@ -305,6 +312,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = _socket(args)
     try:
         reply = runtime.ask(path, {"op": "status"}, timeout=5.0)
+    except DaemonUntrusted as exc:
+        if args.json:
+            print(json.dumps({"running": False, "socket": path, "refused": exc.reason}))
+        print(f"menda-credd: {exc.reason}; not asking it anything", file=sys.stderr)
+        return 1
     except DaemonUnavailable as exc:
         holder = runtime.lock_holder(path)
         if args.json:

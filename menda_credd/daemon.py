@@ -60,8 +60,8 @@ def run_foreground(options: Options) -> int:
         try:
             runtime.prepare_socket_dir(path)
         except (runtime.SocketDirError, OSError) as exc:
-            log.error("%s", exc)
-            print(f"menda-credd: {exc}", file=sys.stderr)
+            log.error("%s; not starting", exc)
+            print(f"menda-credd: {exc}; not starting", file=sys.stderr)
             return 1
         lock_fd = runtime.acquire_daemon_lock(path)
         if lock_fd is None:
@@ -72,6 +72,12 @@ def run_foreground(options: Options) -> int:
             )
             return 0
         if os.path.lexists(path):
+            try:
+                runtime.check_listener(path)
+            except runtime.DaemonUntrusted as exc:
+                print(f"menda-credd: {exc.reason}; refusing to start", file=sys.stderr)
+                os.close(lock_fd)
+                return 1
             if runtime.somebody_listens(path):
                 pid = runtime.ping_pid(path)
                 print(f"menda-credd already running (pid {pid or 'unknown'})", flush=True)

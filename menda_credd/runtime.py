@@ -20,20 +20,26 @@ import os
 import resource
 import socket
 import stat
-import struct
 import sys
 from collections.abc import MutableMapping
 
-from menda_keyring.daemon_client import DaemonUnavailable, round_trip
+from menda_keyring import private_dir, procfs
+from menda_keyring.daemon_client import (
+    Connection,
+    DaemonUnavailable,
+    DaemonUntrusted,
+    connect_checked,
+    round_trip,
+)
+from menda_keyring.peercred import Peer, parse_xucred, peer_uid
+from menda_keyring.peercred import parse_ucred as _parse_ucred
 
 log = logging.getLogger("menda_credd")
 
 SD_LISTEN_FDS_START = 3
-#: macOS <sys/un.h>: SOL_LOCAL and LOCAL_PEERCRED; struct xucred starts {u_int version; uid_t uid}.
-SOL_LOCAL = 0
-LOCAL_PEERCRED = 0x001
-XUCRED_SIZE = 76
 PR_SET_DUMPABLE = 4
+
+__all__ = ["DaemonUntrusted", "Peer", "parse_xucred", "peer_uid"]
 
 
 class SocketDirError(Exception):
@@ -46,48 +52,30 @@ class SocketDirError(Exception):
 def check_private_dir(folder: str, uid: int) -> None:
     """Refuse a folder that is a symlink, not a folder, not ours, or open to group/others."""
     try:
-        st = os.lstat(folder)
+        private_dir.check_private_dir(folder, uid)
+    except private_dir.NotPrivateError as exc:
+        raise SocketDirError(f"socket folder {folder} {exc.problem}; refusing it") from None
     except OSError as exc:
         raise SocketDirError(f"cannot inspect socket folder {folder}: {exc.strerror}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise SocketDirError(f"socket folder {folder} is a symbolic link; refusing to use it")
-    if not stat.S_ISDIR(st.st_mode):
-        raise SocketDirError(f"socket folder {folder} is not a folder")
-    if st.st_uid != uid:
-        raise SocketDirError(
-            f"socket folder {folder} belongs to uid {st.st_uid}, not to uid {uid}; refusing it"
-        )
-    if st.st_mode & 0o077:
-        raise SocketDirError(
-            f"socket folder {folder} has mode {stat.S_IMODE(st.st_mode):04o}, open to group or "
-            f"others; refusing it (chmod 700 {folder}, or remove it)"
-        )
 
 
 def make_private_dirs(folder: str) -> None:
-    """Create ``folder`` and any missing parents, each by ``mkdir`` with mode 0700.
-
-    Never ``chmod`` afterwards: a folder that already exists is left as it is (and
-    checked by the caller where it matters). The umask can only take bits away.
-    """
-    missing = []
-    current = folder
-    while not os.path.lexists(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
+    """Create ``folder`` and missing parents 0700 (see ``private_dir.make_private_dirs``)."""
+    private_dir.make_private_dirs(folder)
 
 
 def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
-    """Create the socket's folder (``mkdir`` mode 0700, parents too) and check it is private."""
-    uid = os.getuid() if uid is None else uid
+    """Create the socket's folder (``mkdir`` mode 0700, parents too) and check it is private.
+
+    A folder that already exists and is not ours (say ``/tmp/menda-credd-<uid>`` made
+    first by another user) means no daemon can serve there: ``SocketDirError``.
+    """
+    uid = os.geteuid() if uid is None else uid
     folder = os.path.dirname(os.path.abspath(socket_file))
-    make_private_dirs(folder)
+    try:
+        private_dir.make_private_dirs(folder, uid)
+    except private_dir.NotPrivateError as exc:
+        raise SocketDirError(f"socket folder {exc.folder} {exc.problem}; refusing it") from None
     check_private_dir(folder, uid)
     return folder
 
@@ -183,13 +171,106 @@ def ask(path: str, message: dict, timeout: float = 3.0) -> dict:
 
 
 def ping_pid(path: str, timeout: float = 3.0) -> int | None:
-    """The pid of the daemon answering at ``path``, or None when nobody answers."""
+    """The pid our daemon at ``path`` reports, or None when nobody of ours answers.
+
+    The connection is checked (folder and peer ours) before the ping is sent; the pid
+    is for display only: ``stop`` signals the kernel's peer (``stoppable_pid``).
+    """
     try:
-        reply = ask(path, {"op": "ping"}, timeout)
+        probe = probe_daemon(path, timeout)
+    except DaemonUntrusted:
+        return None
+    return None if probe is None else probe.reported_pid
+
+
+class Probe:
+    """What one checked connection to ``path`` learnt: the kernel's peer and the ping reply."""
+
+    def __init__(self, peer: Peer, reported_pid: int | None, answered: bool) -> None:
+        self.peer = peer
+        self.reported_pid = reported_pid
+        self.answered = answered
+
+
+def probe_daemon(path: str, timeout: float = 3.0) -> Probe | None:
+    """Connect (checked: folder and peer are ours), ping, and report; None when nobody listens.
+
+    Raises ``DaemonUntrusted`` for a socket that is not ours. A daemon that accepts but
+    does not answer (stopped with SIGSTOP, wedged) still has a kernel peer.
+    """
+    try:
+        conn = Connection(path)
+    except DaemonUntrusted:
+        raise
     except DaemonUnavailable:
         return None
+    try:
+        line = json.dumps({"v": 1, "op": "ping"}, separators=(",", ":")).encode() + b"\n"
+        try:
+            reply = conn.ask(line, timeout)
+        except DaemonUnavailable:
+            return Probe(conn.peer, None, answered=False)
+    finally:
+        conn.close()
     pid = reply.get("pid")
-    return pid if reply.get("ok") and isinstance(pid, int) else None
+    reported = pid if reply.get("ok") and isinstance(pid, int) else None
+    return Probe(conn.peer, reported, answered=True)
+
+
+def is_credd_command(argv: list[str] | None) -> bool:
+    """True for a menda-credd command line (console script or ``python -m menda_credd``)."""
+    if not argv:
+        return False
+    return any(
+        os.path.basename(arg) in ("menda-credd", "menda_credd") or arg == "menda_credd"
+        for arg in argv[:3]
+    )
+
+
+def stop_refusal(probe: Probe, uid: int, owner: int | None, argv: list[str] | None) -> str | None:
+    """Why the process behind ``probe`` must not be signalled, or None when it may be.
+
+    Only the kernel's peer pid is ever a candidate; it must run as us (the peer uid and,
+    where ``/proc`` exists, its owner ``owner``), be a menda-credd (``argv``, where known),
+    and, when the daemon answered, be the pid it names (else the socket is held by
+    another process, such as a service manager's socket unit).
+    """
+    pid = probe.peer.pid
+    if pid is None:
+        return "the kernel does not say which process serves the socket"
+    if probe.peer.uid != uid:
+        return f"pid {pid} serving the socket does not run as you"
+    if owner is not None and owner != uid:
+        return f"pid {pid} serving the socket belongs to {private_dir.describe_uid(owner)}"
+    if argv is not None and not is_credd_command(argv):
+        name = os.path.basename(argv[0]) if argv else "?"
+        return f"pid {pid} serving the socket is not menda-credd (it runs {name!r})"
+    if probe.reported_pid is not None and probe.reported_pid != pid:
+        return (
+            f"the daemon answering says it is pid {probe.reported_pid}, but the kernel reports "
+            f"pid {pid} as the socket's owner (a service manager's socket, or an impostor); "
+            "stop it through its service manager"
+        )
+    return None
+
+
+def stoppable_pid(path: str, timeout: float = 3.0) -> tuple[Probe | None, str | None]:
+    """Probe ``path`` for ``stop``: ``(probe, None)`` when ``probe.peer.pid`` may be signalled,
+    ``(probe, why)`` when it must not be, ``(None, None)`` when nobody listens.
+
+    Raises ``DaemonUntrusted`` for a socket that is not ours (nothing is sent to it).
+    """
+    probe = probe_daemon(path, timeout)
+    if probe is None:
+        return None, None
+    pid = probe.peer.pid
+    owner = argv = None
+    if pid is not None and procfs.has_proc():
+        owner = procfs.process_owner(pid)
+        if owner is None:
+            return None, None  # gone meanwhile
+        argv = procfs.command_line(pid)
+    return probe, stop_refusal(probe, os.geteuid(), owner, argv)
 
 
 def somebody_listens(path: str) -> bool:
@@ -203,33 +284,24 @@ def somebody_listens(path: str) -> bool:
         return True
 
 
+def check_listener(path: str) -> None:
+    """Raise ``DaemonUntrusted`` when what listens at ``path`` is not ours (the peer check)."""
+    try:
+        sock, _peer = connect_checked(path)
+    except DaemonUntrusted:
+        raise
+    except DaemonUnavailable:
+        return
+    sock.close()
+
+
 # -- peers ----------------------------------------------------------------------------------
 
 
 def parse_peercred(raw: bytes) -> int:
-    """The uid in a Linux ``struct ucred`` (pid, uid, gid as three ints)."""
-    _pid, uid, _gid = struct.unpack("3i", raw[: struct.calcsize("3i")])
-    return uid  # -1 (no credentials) never equals a real uid
-
-
-def parse_xucred(raw: bytes) -> int:
-    """The uid in a macOS ``struct xucred`` (u_int cr_version, uid_t cr_uid, ...)."""
-    _version, uid = struct.unpack_from("=2I", raw)
-    return uid
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end of a connected Unix socket, or None."""
-    try:
-        if hasattr(socket, "SO_PEERCRED"):
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            uid = parse_peercred(raw)
-            return uid if uid >= 0 else None
-        if sys.platform == "darwin":
-            return parse_xucred(sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, XUCRED_SIZE))
-    except (OSError, struct.error):
-        return None
-    return None
+    """The uid in a Linux ``struct ucred`` (pid, uid, gid as three ints); -1 when unknown."""
+    uid = _parse_ucred(raw).uid
+    return -1 if uid is None else uid
 
 
 # -- systemd ----------------------------------------------------------------------------------

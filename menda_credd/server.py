@@ -42,6 +42,7 @@ from menda_keyring.daemon_protocol import (
 )
 from menda_keyring.errors import BadRequestError, DaemonProtocolError, MendaError, redact
 from menda_keyring.identity import Identity
+from menda_keyring.peercred import peer_uid
 from menda_keyring.retry import Deadline
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
@@ -50,7 +51,6 @@ from . import __version__
 from .broker import Broker, Entry
 from .connections import MAX_CONNECTIONS, READ_TIMEOUT, Connection, ConnectionManager, Throttle
 from .identity_memo import MISSING, IdentityCache, Memo
-from .runtime import peer_uid
 from .status_report import status_body
 
 log = logging.getLogger("menda_credd.server")

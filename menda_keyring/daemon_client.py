@@ -9,14 +9,19 @@ caller resolves in process instead, so a wedged daemon never hangs uv or pip.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping
 
 from .daemon_protocol import MAX_LINE, VERSION, identity_env
+from .peercred import Peer, peer_credentials
+from .private_dir import describe_uid, folder_problem
+from .procfs import waiting_for_cpu
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.5
@@ -33,6 +38,60 @@ class DaemonUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class DaemonUntrusted(DaemonUnavailable):
+    """Something listens (or could) at the socket path that is not ours: no byte was sent.
+
+    Unlike a plain absence the user should hear of it: ``reason`` names the path and
+    who owns it, and fits in one line.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"not using the daemon socket {path}: {why}")
+        self.path = path
+        self.why = why
+
+
+def connect_checked(path: str, timeout: float = 1.0) -> tuple[socket.socket, Peer]:
+    """A connection to the daemon at ``path``, made only if it is ours; nothing is sent.
+
+    The socket's folder must be a real folder of ours closed to group and others (one
+    ``lstat``), and the process that listens must run as us (one ``getsockopt``). Our own
+    folder open to others but holding no socket is plain absence (silent); anything
+    else is ``DaemonUntrusted``. No socket or nobody listening is ``DaemonUnavailable``.
+    """
+    uid = os.geteuid()
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        folder_stat = os.lstat(folder)
+    except OSError:
+        raise DaemonUnavailable(f"no daemon socket folder {folder}") from None
+    problem = folder_problem(folder_stat, uid)
+    if problem is not None:
+        if folder_stat.st_uid == uid and not os.path.lexists(path):
+            raise DaemonUnavailable(f"no daemon socket at {path} (and its folder {problem})")
+        raise DaemonUntrusted(path, f"its folder {problem}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        peer = peer_credentials(sock)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, FileNotFoundError):
+            raise DaemonUnavailable(f"no daemon socket at {path}") from None
+        if isinstance(exc, ConnectionRefusedError):
+            raise DaemonUnavailable(f"nobody listens on {path} (stale socket)") from None
+        if isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+            raise DaemonUnavailable(f"cannot reach the daemon at {path}: {reason}") from None
+        raise
+    if peer.uid != uid:
+        sock.close()
+        who = "an unknown user" if peer.uid is None else describe_uid(peer.uid)
+        raise DaemonUntrusted(path, f"it is served by {who}, not by you ({describe_uid(uid)})")
+    return sock, peer
 
 
 def request_line(service: str, username: str | None, env: Mapping[str, str]) -> bytes:
@@ -59,37 +118,28 @@ class _StaleConnection(Exception):
     """A kept connection the daemon has closed meanwhile (idle timeout, restart)."""
 
 
-class _Connection:
-    """One connection to the daemon, reused by later calls of the same process."""
+class Connection:
+    """One checked connection to our daemon, reused by later calls of the same process."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.owner = os.getpid()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(CONNECT_TIMEOUT)
-        try:
-            self.sock.connect(path)
-        except BaseException as exc:
-            self.sock.close()
-            if isinstance(exc, FileNotFoundError):
-                raise DaemonUnavailable(f"no daemon socket at {path}") from None
-            if isinstance(exc, ConnectionRefusedError):
-                raise DaemonUnavailable(f"nobody listens on {path} (stale socket)") from None
-            if isinstance(exc, OSError):
-                reason = exc.strerror or type(exc).__name__
-                raise DaemonUnavailable(f"cannot reach the daemon at {path}: {reason}") from None
-            raise
-        self.daemon_pid = _peer_pid(self.sock)
+        self.sock, self.peer = connect_checked(path, CONNECT_TIMEOUT)
+        self.daemon_pid = self.peer.pid
+
+    def ask(self, line: bytes, total_timeout: float) -> dict:
+        """Send one request line on this connection and return the final answer."""
+        return _converse(self, line, total_timeout, reused=False)
 
     def close(self) -> None:
         self.sock.close()
 
 
-_kept: _Connection | None = None
+_kept: Connection | None = None
 _kept_lock = threading.Lock()
 
 
-def _take_kept(path: str) -> _Connection | None:
+def _take_kept(path: str) -> Connection | None:
     """The connection an earlier call left open, if it is ours to use (same socket, not forked)."""
     global _kept
     with _kept_lock:
@@ -101,7 +151,7 @@ def _take_kept(path: str) -> _Connection | None:
     return conn
 
 
-def _keep(conn: _Connection) -> None:
+def _keep(conn: Connection) -> None:
     global _kept
     with _kept_lock:
         previous, _kept = _kept, conn
@@ -130,7 +180,7 @@ def round_trip(path: str, line: bytes, total_timeout: float) -> dict:
         else:
             _keep(kept)
             return reply
-    conn = _Connection(path)
+    conn = Connection(path)
     try:
         reply = _converse(conn, line, total_timeout, reused=False)
     except BaseException:
@@ -140,7 +190,7 @@ def round_trip(path: str, line: bytes, total_timeout: float) -> dict:
     return reply
 
 
-def _converse(conn: _Connection, line: bytes, total_timeout: float, reused: bool) -> dict:
+def _converse(conn: Connection, line: bytes, total_timeout: float, reused: bool) -> dict:
     sock = conn.sock
     try:
         sock.settimeout(CONNECT_TIMEOUT)
@@ -171,7 +221,7 @@ def _converse(conn: _Connection, line: bytes, total_timeout: float, reused: bool
             chunk = sock.recv(65536)
         except TimeoutError:
             silent = time.monotonic() - silent_since
-            if silent < STARVED_PATIENCE and _waiting_for_cpu(conn.daemon_pid):
+            if silent < STARVED_PATIENCE and waiting_for_cpu(conn.daemon_pid):
                 continue
             raise DaemonUnavailable("the daemon stopped answering") from None
         except OSError as exc:
@@ -187,42 +237,6 @@ def _converse(conn: _Connection, line: bytes, total_timeout: float, reused: bool
         buffer += chunk
         if len(buffer) > MAX_LINE:
             raise DaemonUnavailable("the daemon's answer is too large")
-
-
-def _peer_pid(sock: socket.socket) -> int | None:
-    """The daemon's pid from the kernel (Linux ``SO_PEERCRED``), None elsewhere."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    try:
-        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, 12))
-    except (OSError, struct.error):
-        return None
-    return pid or None
-
-
-def _waiting_for_cpu(pid: int | None) -> bool:
-    """True when a thread of the daemon is runnable (state R): silent because starved.
-
-    Every thread counts: the event loop may be waiting for the GIL held by a worker
-    thread that is itself waiting for a CPU. A stopped (T) or dead daemon, one whose
-    threads all sleep, or one we cannot see, is not waited for.
-    """
-    if pid is None:
-        return False
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as stat_file:
-                fields = stat_file.read().rpartition(b")")[2].split()
-        except OSError:
-            continue
-        if fields and fields[0] == b"R":
-            return True
-    return False
 
 
 def _parse(raw: bytes) -> dict:

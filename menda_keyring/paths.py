@@ -2,12 +2,14 @@
 
 ``MENDA_CREDD_SOCKET`` if set; else ``$XDG_RUNTIME_DIR/menda/credd.sock`` when
 that runtime folder exists and belongs to us; else ``~/.menda/run/credd.sock``.
-A path too long for ``sun_path`` falls back to a short per-user path in /tmp.
+A path too long for ``sun_path`` falls back to a short path of ours (see
+``fit_sun_path``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping
 
@@ -21,23 +23,45 @@ def socket_path(env: Mapping[str, str], uid: int | None = None) -> str:
     explicit = env.get("MENDA_CREDD_SOCKET")
     if explicit:
         return explicit
-    runtime = env.get("XDG_RUNTIME_DIR")
-    candidate = None
-    if runtime and os.path.isabs(runtime):
-        try:
-            st = os.stat(runtime)
-        except OSError:
-            st = None
-        if st is not None and st.st_uid == uid and os.path.isdir(runtime):
-            candidate = os.path.join(runtime, "menda", SOCKET_NAME)
-    if candidate is None:
+    runtime = _runtime_dir(env, uid)
+    if runtime is not None:
+        candidate = os.path.join(runtime, "menda", SOCKET_NAME)
+    else:
         home = env.get("HOME") or os.path.expanduser("~")
         candidate = os.path.join(home, ".menda", "run", SOCKET_NAME)
-    return fit_sun_path(candidate, uid)
+    return fit_sun_path(candidate, uid, env)
 
 
-def fit_sun_path(path: str, uid: int) -> str:
-    """``path`` when it fits in ``sun_path``, else a short per-user path (uid in the name)."""
-    if len(os.fsencode(path)) < SUN_PATH_MAX:
+def _runtime_dir(env: Mapping[str, str], uid: int) -> str | None:
+    """``$XDG_RUNTIME_DIR`` when it is an absolute path to a folder that belongs to us."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if not runtime or not os.path.isabs(runtime):
+        return None
+    try:
+        st = os.lstat(runtime)
+    except OSError:
+        return None
+    return runtime if stat.S_ISDIR(st.st_mode) and st.st_uid == uid else None
+
+
+def _fits(path: str) -> bool:
+    return len(os.fsencode(path)) < SUN_PATH_MAX
+
+
+def fit_sun_path(path: str, uid: int, env: Mapping[str, str] | None = None) -> str:
+    """``path`` when it fits in ``sun_path``, else a short path of ours.
+
+    First choice ``$XDG_RUNTIME_DIR/menda-credd.sock`` (a folder of ours the system made
+    private); else ``/tmp/menda-credd-<uid>/credd.sock``, whose folder only the daemon
+    creates (``mkdir`` 0700, verified after creation). A client never trusts that folder
+    unless it is ours and closed to others; if another user made it first, no daemon
+    serves there (the daemon refuses to start, clients resolve in process).
+    """
+    if _fits(path):
         return path
+    runtime = _runtime_dir(os.environ if env is None else env, uid)
+    if runtime is not None:
+        short = os.path.join(runtime, "menda-credd.sock")
+        if _fits(short):
+            return short
     return f"/tmp/menda-credd-{uid}/{SOCKET_NAME}"  # noqa: S108 - folder is 0700 and checked

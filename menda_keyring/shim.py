@@ -4,15 +4,17 @@ Loaded on the first CodeArtifact URL only (``backend`` stays cheap for every oth
 site). A daemon that is absent, wedged, of another protocol version, or that
 complains about our request (``bad_request``, ``unsupported_version``, ``busy``)
 means in-process resolution at once, with the reason at debug level: the user
-sees a token, never an error line about the daemon.
+sees a token, never an error line about the daemon. The one exception is a socket
+that is not ours (``DaemonUntrusted``): nothing is sent, and one stderr line says so.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 
-from .daemon_client import DaemonUnavailable, round_trip, total_timeout
+from .daemon_client import DaemonUnavailable, DaemonUntrusted, round_trip, total_timeout
 from .daemon_protocol import (
     ErrorReply,
     NotOurs,
@@ -30,6 +32,8 @@ log = logging.getLogger("menda_keyring.backend")
 
 CODEARTIFACT_USERNAME = "aws"
 _DAEMON_OFF = ("off", "0", "false", "no")
+#: Socket paths this process has already warned about: one line each, not one per call.
+_warned: set[str] = set()
 
 
 def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) -> str:
@@ -37,11 +41,20 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
     if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
         try:
             return from_daemon(service, env)
+        except DaemonUntrusted as exc:
+            warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
     from .resolver import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
+
+
+def warn_untrusted(exc: DaemonUntrusted) -> None:
+    """One line on stderr (once per socket path and process): a foreign socket was skipped."""
+    if exc.path not in _warned:
+        _warned.add(exc.path)
+        print(f"menda-keyring: {exc.reason}; resolving in process", file=sys.stderr)
 
 
 def from_daemon(service: str, env: Mapping[str, str]) -> str:

@@ -23,7 +23,7 @@ from anyio.from_thread import start_blocking_portal
 from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
-from menda_keyring.daemon_client import request_line
+from menda_keyring.daemon_client import DaemonUntrusted, request_line
 from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
 
 IS_ROOT = os.geteuid() == 0
@@ -207,6 +207,10 @@ def test_a_real_other_user_is_rejected() -> None:
         )
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert broker.counters["peer_rejections"] == 1
+        # Our own client refuses a folder open to others; closed again, it is served.
+        with pytest.raises(DaemonUntrusted, match="open to group or others"):
+            runtime.ask(path, {"op": "ping"})
+        open_dir.chmod(0o700)
         assert runtime.ask(path, {"op": "ping"})["pid"] == os.getpid()
     finally:
         stop()

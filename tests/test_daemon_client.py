@@ -16,11 +16,11 @@ import pytest
 from menda_keyring.daemon_client import (
     IDLE_TIMEOUT,
     DaemonUnavailable,
-    _peer_pid,
-    _waiting_for_cpu,
     request_line,
     round_trip,
 )
+from menda_keyring.peercred import peer_credentials
+from menda_keyring.procfs import waiting_for_cpu as _waiting_for_cpu
 from tests.conftest import CA_URL
 from tests.credd_helpers import Daemon, m2m_env_for
 from tests.credd_helpers import sockdir as sockdir  # noqa: F401 - a fixture
@@ -71,7 +71,7 @@ def test_peer_pid_is_the_listening_process(tmp_path: Path) -> None:
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(path)
-        assert _peer_pid(client) == os.getpid()
+        assert peer_credentials(client).pid == os.getpid()
     finally:
         client.close()
         server.close()

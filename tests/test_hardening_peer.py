@@ -103,6 +103,7 @@ def test_another_uid_is_refused_even_through_a_world_open_socket() -> None:
                 assert cloud.counts() == before_cloud, "nothing was fetched for the intruder"
                 for issued in cloud.registry_tokens():
                     assert issued["token"] not in result.stdout + result.stderr
+                sock.parent.chmod(0o700)  # our own client refuses a folder open to others
                 assert daemon.answers(), "the daemon still serves its own user"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
