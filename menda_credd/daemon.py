@@ -65,11 +65,7 @@ def run_foreground(options: Options) -> int:
             return 1
         lock_fd = runtime.acquire_daemon_lock(path)
         if lock_fd is None:
-            pid = _wait_for_pid(path)
-            print(
-                f"menda-credd already running (pid {pid if pid is not None else 'unknown'})",
-                flush=True,
-            )
+            print(_already_running(path, patience=5.0), flush=True)
             return 0
         if os.path.lexists(path):
             try:
@@ -79,8 +75,7 @@ def run_foreground(options: Options) -> int:
                 os.close(lock_fd)
                 return 1
             if runtime.somebody_listens(path):
-                pid = runtime.ping_pid(path)
-                print(f"menda-credd already running (pid {pid or 'unknown'})", flush=True)
+                print(_already_running(path, patience=0.0), flush=True)
                 os.close(lock_fd)
                 return 0
             log.info("removing stale socket %s (nobody listens)", path)
@@ -103,15 +98,22 @@ def run_foreground(options: Options) -> int:
     return 0
 
 
-def _wait_for_pid(path: str) -> int | None:
-    """The live daemon may still be starting: give it a moment to answer a ping."""
+def _already_running(path: str, patience: float) -> str:
+    """The "already running" line; the live daemon may still be starting: wait a moment."""
     import time
 
-    end = time.monotonic() + 5.0
+    end = time.monotonic() + patience
     while True:
-        pid = runtime.ping_pid(path, timeout=1.0)
-        if pid is not None or time.monotonic() >= end:
-            return pid
+        try:
+            probe = runtime.probe_daemon(path, timeout=1.0)
+        except runtime.DaemonUntrusted:
+            probe = None
+        if probe is not None and (
+            probe.reported_pid is not None or probe.other_release(__version__) is not None
+        ):
+            return runtime.running_message(probe, __version__)
+        if time.monotonic() >= end:
+            return "menda-credd already running (pid unknown)"
         time.sleep(0.05)
 
 

@@ -15,16 +15,7 @@ import sys
 from collections.abc import Mapping
 
 from .daemon_client import DaemonUnavailable, DaemonUntrusted, round_trip, total_timeout
-from .daemon_protocol import (
-    ErrorReply,
-    NotOurs,
-    ProtocolMismatch,
-    TokenReply,
-    encode_request,
-    get_request,
-    reply_from_message,
-)
-from .errors import DaemonProtocolError
+from .daemon_protocol import ErrorReply, NotOurs, TokenReply, get_request
 from .paths import socket_path
 from .urls import RegistryTarget
 
@@ -59,17 +50,12 @@ def warn_untrusted(exc: DaemonUntrusted) -> None:
 
 def from_daemon(service: str, env: Mapping[str, str]) -> str:
     """The daemon's token; raises the typed error it reports, or DaemonUnavailable."""
-    line = encode_request(get_request(service, CODEARTIFACT_USERNAME, env))
-    try:
-        reply = reply_from_message(round_trip(socket_path(env), line, total_timeout(env)), "get")
-    except ProtocolMismatch as exc:
-        raise DaemonUnavailable(exc.reason) from None
+    request = get_request(service, CODEARTIFACT_USERNAME, env)
+    reply = round_trip(socket_path(env), request, total_timeout(env))
     if isinstance(reply, TokenReply):
         return reply.password
     if isinstance(reply, ErrorReply):
-        if isinstance(reply.error, DaemonProtocolError):
-            raise DaemonUnavailable(f"the daemon refused the request ({reply.error.kind})")
-        raise reply.error
+        raise reply.error  # DaemonProtocolError never gets here: round_trip made it unavailable
     if isinstance(reply, NotOurs):
         raise DaemonUnavailable("the daemon did not recognise the service")
     raise DaemonUnavailable("the daemon's answer is not a token")

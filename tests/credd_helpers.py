@@ -26,6 +26,7 @@ import pytest
 
 from menda_credd import runtime
 from menda_keyring.daemon_client import DaemonUnavailable
+from menda_keyring.daemon_protocol import PingRequest
 from tests.conftest import (  # noqa: F401 - re-exported for the daemon tests
     BIN,
     CA_URL,
@@ -91,8 +92,9 @@ def sockdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def ask(path: str | Path, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    return runtime.ask(str(path), message, timeout)
+def ask(path: str | Path, timeout: float = 10.0) -> dict[str, Any]:
+    """The daemon's status body (raises DaemonUnavailable when it does not answer)."""
+    return runtime.status(str(path), timeout)
 
 
 def raw_exchange(
@@ -203,9 +205,7 @@ class Daemon:
             return ""
 
     def status(self) -> dict[str, Any]:
-        reply = ask(self.socket, {"op": "status"})
-        assert reply["ok"], reply
-        return reply["status"]
+        return runtime.status(self.socket, 10.0)
 
     def counters(self) -> dict[str, int]:
         return self.status()["counters"]
@@ -232,7 +232,7 @@ class Daemon:
 
 def daemon_reachable(path: str | Path) -> bool:
     try:
-        ask(path, {"op": "ping"}, timeout=2.0)
+        runtime.ask(str(path), PingRequest(), timeout=2.0)
     except DaemonUnavailable:
         return False
     return True

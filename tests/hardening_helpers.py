@@ -248,9 +248,7 @@ class Daemon(credd_helpers.Daemon):
         return self.proc is not None and self.proc.poll() is None
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
-        reply = runtime.ask(self.socket, {"op": "status"}, timeout)
-        assert reply["ok"], reply
-        return reply["status"]
+        return runtime.status(self.socket, timeout)
 
     def cli_status_json(self) -> dict[str, Any]:
         """``menda-credd status --json``, as a user asks it."""

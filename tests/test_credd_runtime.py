@@ -24,6 +24,7 @@ from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
 from menda_keyring.daemon_client import DaemonUntrusted, request_line
+from menda_keyring.daemon_protocol import PingReply, PingRequest
 from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
 
 IS_ROOT = os.geteuid() == 0
@@ -209,9 +210,10 @@ def test_a_real_other_user_is_rejected() -> None:
         assert broker.counters["peer_rejections"] == 1
         # Our own client refuses a folder open to others; closed again, it is served.
         with pytest.raises(DaemonUntrusted, match="open to group or others"):
-            runtime.ask(path, {"op": "ping"})
+            runtime.ask(path, PingRequest())
         open_dir.chmod(0o700)
-        assert runtime.ask(path, {"op": "ping"})["pid"] == os.getpid()
+        pong = runtime.ask(path, PingRequest())
+        assert isinstance(pong, PingReply) and pong.pid == os.getpid()
     finally:
         stop()
         shutil.rmtree(open_dir, ignore_errors=True)
