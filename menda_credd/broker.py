@@ -1,146 +1,63 @@
-"""The daemon's token engine: registry tokens in memory, single-flight, refreshed ahead.
+"""The daemon's token engine: registry tokens in memory, one flight per key, refreshed ahead.
 
-Registry tokens are keyed by ``(identity.fingerprint, RegistryTarget)``: one token
-serves every repository of a domain. They live in memory only and are never
-written anywhere. Menda machine access tokens are kept in memory too and are read
-from, and written through to, the on-disk cache shared with in-process callers and
-the Menda CLI (under the same flock, in a worker thread so the loop never blocks).
-User (u2m) tokens are read from that cache whenever one is needed, so a new
-``menda auth login`` is noticed without restarting the daemon.
+Registry tokens are keyed by ``(identity.fingerprint + login scope, RegistryTarget)``:
+one token serves every repository of a domain. They live in memory only. Every
+resolution is the flow of :mod:`menda_keyring.resolution`, run by the asynchronous
+driver (:mod:`menda_credd.resolve_async`), so the daemon answers exactly what
+in-process resolution would, and Menda access tokens come from (and go to) the token
+cache shared with in-process callers and the Menda CLI, under the same lock.
 
-Every decision about what menda-cloud's answers mean comes from
-``menda_keyring.cloud_protocol`` and ``menda_keyring.resolver``, so the daemon answers
-exactly what in-process resolution would.
+Structure (anyio): the broker is an async context manager owning one task group, in
+which every flight runs and one timer task wakes entries when their refresh or idle
+time comes (:class:`~menda_credd.refresh.RefreshSchedule`). Requests wait on a flight
+under their own deadline; a request flight that nobody waits for any more is
+cancelled. Memory is bounded: at most ``max_entries`` entries (the least recently used
+go first) and at most ``max_flights`` flights at once (beyond that a request is told
+the daemon is busy, and the shim resolves in process).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
+import itertools
 import logging
-import os
 import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from menda_keyring import token_cache
-from menda_keyring.cloud_protocol import (
-    AccessTokenRejected,
-    HttpRequest,
-    HttpResponse,
-    TransientError,
-    parse_registry_response,
-    registry_request,
-)
-from menda_keyring.errors import MendaCloudAPIError, MendaError, redact
+import anyio
+from anyio.abc import TaskGroup
+
+from menda_keyring.errors import DaemonBusy, MendaError
 from menda_keyring.identity import Identity, token_cache_path
-from menda_keyring.resolver import InProcessResolver
-from menda_keyring.retry import DEFAULT_CEILING, Deadline, RetryPolicy, call_timeout
+from menda_keyring.resolution import Resolution
+from menda_keyring.retry import DEFAULT_CEILING, Deadline, RetryPolicy
 from menda_keyring.tokens import AccessToken, RegistryToken
 from menda_keyring.urls import RegistryTarget
 
 from . import refresh
+from .counters import Counters
+from .entries import Entry, Flight, Key, describe, status_row
+from .resolve_async import MAX_PER_HOST, MAX_UPSTREAM, AsyncEffects, AsyncSend, drive
+from .user_logins import UserLogins
 
 log = logging.getLogger("menda_credd.broker")
 
-AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
-Key = tuple[str, RegistryTarget]
-
 DEFAULT_IDLE_TIMEOUT = 8 * 3600.0
-MAX_UPSTREAM = 4
-COUNTERS = (
-    "requests",
-    "hits",
-    "waits",
-    "exchanges_oauth",
-    "exchanges_registry",
-    "refreshes",
-    "refresh_failures",
-    "failures",
-    "entries_dropped",
-    "peer_rejections",
-    "connections",
-    "connections_refused",
-    "connections_evicted",
-    "bad_requests",
-)
-
-
-class FlightMode:
-    """Whether anyone waits in the foreground for a flight (a ``get`` on a cold entry).
-
-    A background refresh makes one HTTP try per attempt: the refresh timer already backs
-    off (capped, jittered) between attempts, so ``RetryPolicy``'s tries inside each attempt
-    would only multiply the calls to a menda-cloud in trouble. Once a foreground request
-    joins the flight (directly, or through a flight that waits on it), the normal policy
-    applies to the tries still to come, as it would had that request started the flight.
-    """
-
-    __slots__ = ("foreground", "parents")
-
-    def __init__(self, foreground: bool) -> None:
-        self.foreground = foreground
-        self.parents: list[FlightMode] = []
-
-    def waited_on(self) -> bool:
-        if self.foreground:
-            return True
-        return any(parent.waited_on() for parent in self.parents)
-
-    def join(self, other: FlightMode) -> None:
-        """``other``'s flight waits on this one."""
-        if other.foreground:
-            self.foreground = True
-        elif other is not self and other not in self.parents:
-            self.parents.append(other)
-
-
-@dataclass(frozen=True)
-class FlightPolicy(RetryPolicy):
-    """``RetryPolicy`` for one flight: a single try while only the refresh timer waits."""
-
-    mode: FlightMode | None = field(default=None, compare=False)
-
-    def delay(
-        self,
-        attempt: int,
-        retry_after: float | None,
-        remaining: float,
-        rand: Callable[[], float] = random.random,
-    ) -> float | None:
-        if self.mode is not None and not self.mode.waited_on():
-            return None  # background: one try per attempt
-        return super().delay(attempt, retry_after, remaining, rand)
-
-
-@dataclass(eq=False)
-class Entry:
-    """One (identity, CodeArtifact domain) the daemon keeps a token for."""
-
-    key: Key
-    identity: Identity
-    target: RegistryTarget
-    home: Path
-    last_used: float
-    token: RegistryToken | None = None
-    flight: asyncio.Task[RegistryToken] | None = field(default=None, repr=False)
-    flight_mode: FlightMode | None = field(default=None, repr=False)
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    refresh_at: float | None = None
-    last_refresh: float | None = None
-    refresh_failures: int = 0
-    requests: int = 0
-    last_error: str | None = None
-    #: The server's encoded answer for ``token`` (kept with the token it encodes, so a new
-    #: token never gets an old answer); dropped with the entry.
-    answer: tuple[RegistryToken, bytes] | None = field(default=None, repr=False)
+#: At most this many (identity, domain) entries in memory; the least recently used go.
+MAX_ENTRIES = 10_000
+#: At most this many resolutions at once; a request beyond it is answered "busy".
+MAX_FLIGHTS = 128
+#: A background refresh makes one HTTP try per attempt: the refresh timer already backs
+#: off between attempts, and more tries would multiply the calls to a menda-cloud in trouble.
+BACKGROUND_POLICY = RetryPolicy(max_attempts=1)
 
 
 class Broker:
-    """Owns every entry and the single flights; all methods run on the event loop."""
+    """Owns every entry and flight; use as ``async with Broker(send) as broker``."""
 
     def __init__(
         self,
@@ -150,51 +67,59 @@ class Broker:
         rand: Callable[[], float] = random.random,
         policy: RetryPolicy | None = None,
         max_upstream: int = MAX_UPSTREAM,
+        max_per_host: int = MAX_PER_HOST,
+        max_entries: int = MAX_ENTRIES,
+        max_flights: int = MAX_FLIGHTS,
     ) -> None:
-        self._send_upstream = send
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.rand = rand
         self.policy = policy or RetryPolicy()
-        self.entries: dict[Key, Entry] = {}
-        self.access: dict[str, AccessToken] = {}
-        self.oauth_flights: dict[str, asyncio.Task[AccessToken]] = {}
-        self._oauth_modes: dict[str, FlightMode] = {}
-        self._user_files: dict[str, tuple[tuple[int, ...], token_cache.CacheSnapshot]] = {}
-        self._user_scopes: dict[str, str] = {}
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._upstream = asyncio.Semaphore(max_upstream)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.max_entries = max_entries
+        self.max_flights = max_flights
+        self.counters = Counters()
+        self.effects = AsyncEffects(send, max_upstream, max_per_host, on_send=self._counted)
+        #: Least recently used first.
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()
+        self.schedule: refresh.RefreshSchedule[Key] = refresh.RefreshSchedule()
+        self.logins = UserLogins(self._login, self._forget_login, clock)
+        self.flights = 0
+        self._tg: TaskGroup | None = None
+        self._wakeup = anyio.Event()
         self._closed = False
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
+    async def __aenter__(self) -> Broker:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._timer)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.close()
+        assert self._tg is not None
+        return await self._tg.__aexit__(exc_type, exc, tb)
 
     def count(self, name: str, by: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + by
+        self.counters.count(name, by)
 
     # -- requests ----------------------------------------------------------------------
 
-    def peek(
+    def serve_cached(
         self, identity: Identity, target: RegistryTarget, scope: str = ""
-    ) -> RegistryToken | None:
-        """A servable token already in memory (the hot path), else None."""
-        entry = self.lookup(identity, target, scope)
-        return None if entry is None else entry.token
-
-    def lookup(self, identity: Identity, target: RegistryTarget, scope: str = "") -> Entry | None:
-        """:meth:`peek`, returning the entry whose ``token`` is servable (counted as a hit)."""
+    ) -> Entry | None:
+        """The hot path: the entry holding a servable token, counted as a hit and marked used."""
         entry = self.entries.get((identity.fingerprint + scope, target))
-        if entry is None or entry.token is None:
+        if entry is None:
             return None
         now = self.clock()
-        if not entry.token.servable(now):
+        if entry.servable_token(now) is None:
             return None
-        entry.last_used = now
-        entry.requests += 1
+        self._touch(entry, now)
         self.count("hits")
         return entry
 
@@ -206,119 +131,107 @@ class Broker:
         deadline: Deadline,
         scope: str = "",
     ) -> RegistryToken:
-        """A servable token for ``(identity, target)``; waits on (or starts) the one exchange.
+        """A servable token for ``(identity, target)``; waits on (or starts) its one flight.
 
         ``scope`` (from :meth:`user_scope`) separates the tokens of successive user logins.
         """
-        token = self.peek(identity, target, scope)
-        if token is not None:
-            return token
+        served = self.serve_cached(identity, target, scope)
+        if served is not None and served.token is not None:
+            return served.token
         key = (identity.fingerprint + scope, target)
-        now = self.clock()
         entry = self.entries.get(key)
         if entry is None:
-            entry = Entry(key, identity, target, home, last_used=now)
-            self.entries[key] = entry
-        entry.identity, entry.home, entry.last_used = identity, home, now
-        entry.requests += 1
+            entry = self._add(Entry(key, identity, target, home, last_used=self.clock()))
+        else:
+            entry.identity, entry.home = identity, home
+            self._touch(entry, self.clock())
         self.count("waits")
-        if entry.flight is None:
-            entry.flight = self._start_flight(entry, deadline, background=False)
-        elif entry.flight_mode is not None:
-            entry.flight_mode.foreground = True  # a refresh in flight: full policy from now
         flight = entry.flight
+        if flight is None:
+            if self.flights >= self.max_flights:
+                self.count("busy")
+                raise DaemonBusy(f"menda-credd is busy ({self.flights} exchanges in flight)")
+            flight = self._start(entry, deadline, background=False)
+        flight.join(self.policy)
         try:
-            return await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
-        except asyncio.TimeoutError:
-            raise deadline.expired_error("waiting for menda-cloud registry/token") from None
+            with anyio.move_on_after(max(deadline.remaining(), 0.0)):
+                await flight.done.wait()
+        finally:
+            flight.waiters -= 1
+            if not flight.waiters and not flight.background and not flight.done.is_set():
+                self._abandon(entry, flight)
+        if not flight.done.is_set():
+            raise deadline.expired_error("waiting for menda-cloud registry/token")
+        if flight.error is not None:
+            raise flight.error
+        if flight.result is None:
+            raise DaemonBusy("menda-credd stopped this exchange (shutting down)")
+        return flight.result
 
     async def user_scope(self, identity: Identity, home: Path, deadline: Deadline) -> str:
-        """For a u2m identity: check the signed-in token is still in the shared cache.
+        """For a u2m identity: the current login's scope (raises as in process without one)."""
+        return await self.logins.scope(identity, home, deadline)
 
-        In process, every call reads that token, so a ``menda auth logout`` or a login as
-        someone else takes effect at once; the daemon does the same (one ``stat`` when the
-        file did not change) and keys registry tokens by the login they came from. Raises
-        exactly what in-process resolution raises when there is no usable login.
-        """
-        cache = token_cache_path(home)
-        try:
-            st = os.stat(cache)
-            version: tuple[int, ...] | None = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-        except OSError:
-            version = None
-        memo = self._user_files.get(str(cache))
-        if version is not None and memo is not None and memo[0] == version:
-            snapshot = memo[1]
-        else:
-            snapshot = await asyncio.to_thread(token_cache.read_snapshot, cache)
-            if version is not None:
-                if len(self._user_files) >= 64:
-                    self._user_files.clear()
-                self._user_files[str(cache)] = (version, snapshot)
-        token = token_cache.entry_to_token(snapshot.tokens.get(identity.cache_key), identity)
-        if token is None or not token.usable(self.clock()):
-            # The in-process code raises the very error (or finds a token just written).
-            token = await asyncio.to_thread(
-                self._disk_access_token, identity, home, cache, deadline, None, None
-            )
-        scope = ":" + hashlib.sha256(token.token.encode()).hexdigest()[:16]
-        previous = self._user_scopes.get(identity.fingerprint)
-        if previous != scope:
-            self._user_scopes[identity.fingerprint] = scope
-            if previous is not None:
-                for entry in list(self.entries.values()):
-                    if entry.key[0] == identity.fingerprint + previous and entry.flight is None:
-                        self._drop(entry, "signed in again")
-        return scope
+    async def _login(self, identity: Identity, cache: Path, deadline: Deadline) -> AccessToken:
+        resolution = Resolution(identity, None, cache, deadline, self.policy, self.clock, self.rand)
+        return await drive(resolution.login(), self.effects)
+
+    def _forget_login(self, prefix: str) -> None:
+        for entry in [e for e in self.entries.values() if e.key[0] == prefix]:
+            if entry.flight is None:
+                self._drop(entry, "signed in again")
 
     # -- flights -----------------------------------------------------------------------
 
-    def _start_flight(
-        self, entry: Entry, deadline: Deadline, background: bool
-    ) -> asyncio.Task[RegistryToken]:
-        entry.flight_mode = FlightMode(foreground=not background)
-        task = self.loop.create_task(self._fetch(entry, deadline, background))
+    def _start(self, entry: Entry, deadline: Deadline, background: bool) -> Flight:
+        if self._tg is None or self._closed:
+            raise DaemonBusy("menda-credd is not serving (broker not running)")
+        resolution = Resolution(
+            entry.identity,
+            entry.target,
+            token_cache_path(entry.home),
+            deadline,
+            BACKGROUND_POLICY if background else self.policy,
+            self.clock,
+            self.rand,
+        )
+        flight = Flight(resolution, background)
+        entry.flight = flight
+        self.flights += 1
+        log.debug(
+            "%s for %s, domain %s",
+            "refresh" if background else "exchange",
+            entry.identity.label,
+            describe(entry.target),
+        )
+        self._tg.start_soon(self._fly, entry, flight)
+        return flight
 
-        def done(t: asyncio.Task[RegistryToken]) -> None:
-            if entry.flight is t:
-                entry.flight = None
-                entry.flight_mode = None
-            if not t.cancelled():
-                t.exception()  # retrieved: background failures are handled in _fetch
-            self._after_flight(entry)
-
-        task.add_done_callback(done)
-        return task
-
-    async def _fetch(self, entry: Entry, deadline: Deadline, background: bool) -> RegistryToken:
-        what = "refresh" if background else "exchange"
-        log.debug("%s for %s, domain %s", what, entry.identity.label, _domain(entry.target))
-        mode = entry.flight_mode or FlightMode(foreground=not background)
+    async def _fly(self, entry: Entry, flight: Flight) -> None:
         try:
-            token = await self._resolve(entry.identity, entry.target, entry.home, deadline, mode)
+            with flight.scope:
+                flight.result = await drive(flight.resolution.run(), self.effects)
         except MendaError as exc:
-            entry.last_error = exc.kind
-            if background:
-                self.count("refresh_failures")
-                entry.refresh_failures += 1
-                log.warning(
-                    "refresh failed for %s, domain %s (%s); %s",
-                    entry.identity.label,
-                    _domain(entry.target),
-                    exc.kind,
-                    "still serving the current token"
-                    if entry.token is not None and entry.token.servable(self.clock())
-                    else "the current token has run out",
-                )
-            else:
-                self.count("failures")
-                log.info(
-                    "exchange failed for %s, domain %s: %s",
-                    entry.identity.label,
-                    _domain(entry.target),
-                    exc.kind,
-                )
-            raise
+            flight.error = exc
+        finally:
+            self.flights -= 1
+            if entry.flight is flight:
+                entry.flight = None
+            flight.done.set()
+        if flight.result is not None:
+            self._landed(entry, flight.result, flight.background)
+        elif flight.error is not None:
+            self._failed(entry, flight.error, flight.background)
+        self._after_flight(entry)
+
+    def _abandon(self, entry: Entry, flight: Flight) -> None:
+        """Nobody waits for this request's flight any more: stop it, free its upstream slot."""
+        flight.scope.cancel()
+        if entry.flight is flight:
+            entry.flight = None
+        self.count("flights_cancelled")
+
+    def _landed(self, entry: Entry, token: RegistryToken, background: bool) -> None:
         entry.token = token
         entry.last_refresh = self.clock()
         entry.last_error = None
@@ -330,35 +243,69 @@ class Broker:
             "%s token for %s, domain %s, valid %.0f s",
             "refreshed" if background else "new",
             entry.identity.label,
-            _domain(entry.target),
+            describe(entry.target),
             token.lifetime,
         )
-        return token
+
+    def _failed(self, entry: Entry, error: MendaError, background: bool) -> None:
+        entry.last_error = error.kind
+        if not background:
+            self.count("failures")
+            log.info(
+                "exchange failed for %s, domain %s: %s",
+                entry.identity.label,
+                describe(entry.target),
+                error.kind,
+            )
+            return
+        self.count("refresh_failures")
+        entry.refresh_failures += 1
+        log.warning(
+            "refresh failed for %s, domain %s (%s); %s",
+            entry.identity.label,
+            describe(entry.target),
+            error.kind,
+            "still serving the current token"
+            if entry.servable_token(self.clock()) is not None
+            else "the current token has run out",
+        )
 
     def _after_flight(self, entry: Entry) -> None:
-        """Arm the entry's one timer, or drop it when there is nothing worth keeping."""
+        """Arm the entry's wake-up, or drop it when there is nothing worth keeping."""
         if self._closed or self.entries.get(entry.key) is not entry or entry.flight is not None:
             return
         now = self.clock()
-        if entry.token is None or not entry.token.servable(now):
+        token = entry.servable_token(now)
+        if token is None:
             self._drop(entry, "no servable token")
             return
         if entry.refresh_failures:
-            left = entry.token.remaining(now) - entry.token.min_remaining()
+            left = token.remaining(now) - token.min_remaining()
             delay = refresh.retry_delay(entry.refresh_failures, self.rand(), time_left=left)
             entry.refresh_at = now + delay
         self._arm(entry)
 
+    # -- the timer -----------------------------------------------------------------------
+
     def _arm(self, entry: Entry) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
         when = refresh.next_wakeup(entry.refresh_at, entry.last_used, self.idle_timeout)
-        entry.timer = self.loop.call_later(max(when - self.clock(), 0.0), self._wake, entry)
+        self.schedule.arm(entry.key, when)
+        self._wakeup.set()
+
+    async def _timer(self) -> None:
+        """The one task that wakes entries: sleeps until the earliest wake-up, or a new one."""
+        while True:
+            for key in self.schedule.pop_due(self.clock()):
+                entry = self.entries.get(key)
+                if entry is not None:
+                    self._wake(entry)
+            next_at = self.schedule.next_at()
+            self._wakeup = anyio.Event()
+            delay = None if next_at is None else max(next_at - self.clock(), 0.0)
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()
 
     def _wake(self, entry: Entry) -> None:
-        entry.timer = None
-        if self._closed or self.entries.get(entry.key) is not entry:
-            return
         now = self.clock()
         if refresh.is_idle(now, entry.last_used, self.idle_timeout):
             self._drop(entry, "idle")
@@ -366,255 +313,74 @@ class Broker:
         if entry.refresh_at is not None and now >= entry.refresh_at:
             if entry.flight is None:
                 entry.refresh_at = None
-                entry.flight = self._start_flight(entry, Deadline(DEFAULT_CEILING), True)
-            return  # the flight arms the next timer when it lands
+                deadline = Deadline(DEFAULT_CEILING, clock=anyio.current_time)
+                self._start(entry, deadline, background=True)
+            return  # the flight arms the next wake-up when it lands
         self._arm(entry)
 
+    # -- the table of entries ------------------------------------------------------------
+
+    def _touch(self, entry: Entry, now: float) -> None:
+        entry.last_used = now
+        entry.requests += 1
+        self.entries.move_to_end(entry.key)
+
+    def _add(self, entry: Entry) -> Entry:
+        self.entries[entry.key] = entry
+        excess = len(self.entries) - self.max_entries
+        if excess > 0:
+            idle = (e for e in self.entries.values() if e.flight is None and e is not entry)
+            for victim in list(itertools.islice(idle, excess)):
+                self._drop(victim, "least recently used, over the entry limit")
+                self.count("entries_evicted")
+        return entry
+
     def _drop(self, entry: Entry, why: str) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
+        self.schedule.disarm(entry.key)
         if self.entries.get(entry.key) is entry:
             del self.entries[entry.key]
             self.count("entries_dropped")
-            log.info("dropped %s, domain %s (%s)", entry.identity.label, _domain(entry.target), why)
+            log.info(
+                "dropped %s, domain %s (%s)", entry.identity.label, describe(entry.target), why
+            )
 
     def close(self) -> None:
-        """Stop every timer and background flight (shutdown)."""
+        """Stop every flight and the timer (shutdown); entries and tokens are forgotten."""
         self._closed = True
-        for entry in list(self.entries.values()):
-            if entry.timer is not None:
-                entry.timer.cancel()
+        for entry in self.entries.values():
             if entry.flight is not None:
-                entry.flight.cancel()
-        for flight in self.oauth_flights.values():
-            flight.cancel()
+                entry.flight.scope.cancel()
         self.entries.clear()
-        self.access.clear()
-
-    # -- the resolution itself (mirrors menda_keyring.resolver) ------------------------
-
-    def _policy(self, mode: FlightMode | None) -> RetryPolicy:
-        """The retry policy of a flight: ``self.policy``, one try while in the background."""
-        if mode is None or mode.foreground:
-            return self.policy
-        kept = {f.name: getattr(self.policy, f.name) for f in fields(RetryPolicy)}
-        return FlightPolicy(**kept, mode=mode)
-
-    async def _resolve(
-        self,
-        identity: Identity,
-        target: RegistryTarget,
-        home: Path,
-        deadline: Deadline,
-        mode: FlightMode | None = None,
-    ) -> RegistryToken:
-        cache = token_cache_path(home)
-        access = await self._access_token(identity, home, cache, deadline, None, mode)
-        try:
-            return await self._exchange(identity, access, target, deadline, mode)
-        except AccessTokenRejected:
-            access = await self._access_token(identity, home, cache, deadline, access.token, mode)
-            try:
-                return await self._exchange(identity, access, target, deadline, mode)
-            except AccessTokenRejected as again:
-                raise MendaCloudAPIError(
-                    f"{again.message}, also with a freshly issued token", 401
-                ) from None
-
-    async def _exchange(
-        self,
-        identity: Identity,
-        access: AccessToken,
-        target: RegistryTarget,
-        deadline: Deadline,
-        mode: FlightMode | None = None,
-    ) -> RegistryToken:
-        request = registry_request(identity.host, access.token, target)
-        token = await self._call_with_retries(
-            request,
-            lambda r: parse_registry_response(r, identity, target, self.clock()),
-            deadline,
-            self._policy(mode),
-        )
-        assert isinstance(token, RegistryToken)
-        return token
-
-    async def _call_with_retries(
-        self,
-        request: HttpRequest,
-        parse: Callable[[HttpResponse], Any],
-        deadline: Deadline,
-        policy: RetryPolicy | None = None,
-    ) -> Any:
-        """``menda_keyring.resolver.call_with_retries``, awaiting instead of sleeping."""
-        policy = self.policy if policy is None else policy
-        attempt = 0
-        while True:
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                raise deadline.expired_error(f"calling menda-cloud {request.what}")
-            attempt += 1
-            try:
-                return parse(await self.send(request, call_timeout(remaining)))
-            except MendaError as exc:
-                redact(exc, getattr(request, "secrets", ()))
-                if not isinstance(exc, TransientError):
-                    raise
-                wait = policy.delay(attempt, exc.retry_after, deadline.remaining())
-                if wait is None:
-                    raise MendaCloudAPIError(
-                        f"{exc.message} (gave up after {attempt} "
-                        f"attempt{'s' if attempt > 1 else ''})",
-                        exc.status_code,
-                    ) from None
-                await asyncio.sleep(wait)
-
-    async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        """Every upstream call: counted, and at most ``max_upstream`` at once."""
-        async with self._upstream:
-            self.count(
-                "exchanges_oauth" if request.what == "oauth2/token" else "exchanges_registry"
-            )
-            return await self._send_upstream(request, timeout)
-
-    def _send_from_thread(self, request: HttpRequest, timeout: float) -> HttpResponse:
-        """The sync ``send`` the in-process resolver code calls from a worker thread."""
-        future = asyncio.run_coroutine_threadsafe(self.send(request, timeout), self.loop)
-        try:
-            return future.result(timeout + 5.0)
-        except TimeoutError:
-            future.cancel()
-            raise TransientError(
-                f"menda-cloud {request.url}: no answer within {timeout:.1f} s"
-            ) from None
-
-    async def _access_token(
-        self,
-        identity: Identity,
-        home: Path,
-        cache: Path,
-        deadline: Deadline,
-        rejected: str | None = None,
-        mode: FlightMode | None = None,
-    ) -> AccessToken:
-        """A usable Menda access token: memory, then the shared disk cache, then OAuth."""
-        if identity.auth_type == "u2m":
-            # Always from disk: notices a new ``menda auth login`` without a restart.
-            return await asyncio.to_thread(
-                self._disk_access_token, identity, home, cache, deadline, rejected, mode
-            )
-        fingerprint = identity.fingerprint
-        for _ in range(2):
-            held = self.access.get(fingerprint)
-            if held is not None:
-                if rejected is None and held.usable(self.clock()):
-                    return held
-                if held.token == rejected or not held.usable(self.clock()):
-                    del self.access[fingerprint]
-            flight = self.oauth_flights.get(fingerprint)
-            if flight is None:
-                oauth_mode = FlightMode(foreground=mode is None or mode.foreground)
-                if mode is not None:
-                    oauth_mode.join(mode)
-                flight = self.loop.create_task(
-                    self._obtain_access(identity, home, cache, deadline, rejected, oauth_mode)
-                )
-                self.oauth_flights[fingerprint] = flight
-                self._oauth_modes[fingerprint] = oauth_mode
-
-                def forget(t: asyncio.Task[AccessToken], fp: str = fingerprint) -> None:
-                    if self.oauth_flights.get(fp) is t:
-                        del self.oauth_flights[fp]
-                        self._oauth_modes.pop(fp, None)
-                    if not t.cancelled():
-                        t.exception()
-
-                flight.add_done_callback(forget)
-            else:
-                # Joining a flight: a foreground caller lifts its one-try background policy.
-                joined = self._oauth_modes.get(fingerprint)
-                if joined is not None:
-                    joined.join(mode if mode is not None else FlightMode(foreground=True))
-            try:
-                token = await asyncio.wait_for(asyncio.shield(flight), max(deadline.remaining(), 0))
-            except asyncio.TimeoutError:
-                raise deadline.expired_error("obtaining a Menda access token") from None
-            if rejected is None or token.token != rejected:
-                return token
-            # We joined a flight that started before the rejection: go once more.
-        raise MendaCloudAPIError("menda-cloud keeps issuing a rejected access token", 401)
-
-    async def _obtain_access(
-        self,
-        identity: Identity,
-        home: Path,
-        cache: Path,
-        deadline: Deadline,
-        rejected: str | None,
-        mode: FlightMode | None = None,
-    ) -> AccessToken:
-        token = await asyncio.to_thread(
-            self._disk_access_token, identity, home, cache, deadline, rejected, mode
-        )
-        self.access[identity.fingerprint] = token
-        return token
-
-    def _disk_access_token(
-        self,
-        identity: Identity,
-        home: Path,
-        cache: Path,
-        deadline: Deadline,
-        rejected: str | None,
-        mode: FlightMode | None = None,
-    ) -> AccessToken:
-        """In a worker thread: the very code in-process callers run, lock and all.
-
-        A background flight's ``mode`` gives the OAuth call there one try, like the
-        registry call (:class:`FlightPolicy`).
-        """
-        resolver = InProcessResolver(
-            {"HOME": str(home)},
-            send=self._send_from_thread,
-            clock=self.clock,
-            policy=self._policy(mode),
-        )
-        return resolver.access_token(identity, cache, deadline, rejected)
+        self.schedule = refresh.RefreshSchedule()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     # -- status --------------------------------------------------------------------------
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """What ``status`` shows per entry: labels and times, never a token."""
+    def _counted(self, request: Any) -> None:
+        self.count("exchanges_oauth" if request.what == "oauth2/token" else "exchanges_registry")
+
+    def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows for ``status``, most recently used first (at most ``limit``)."""
         now = self.clock()
         rows = []
-        for entry in self.entries.values():
-            token = entry.token
-            if entry.flight is not None:
-                state = "refreshing" if token is not None else "exchanging"
-            elif token is not None and token.servable(now):
-                state = "valid"
-            else:
-                state = "expired"
-            rows.append(
-                {
-                    "identity": entry.identity.label,
-                    "domain": entry.target.domain,
-                    "domain_owner": entry.target.owner,
-                    "region": entry.target.region,
-                    "state": state,
-                    "issued_at": token.issued_at if token else None,
-                    "expires_at": token.expires_at if token else None,
-                    "last_refresh": entry.last_refresh,
-                    "next_refresh": entry.refresh_at,
-                    "last_used": entry.last_used,
-                    "requests": entry.requests,
-                    "refresh_failures": entry.refresh_failures,
-                    "last_error": entry.last_error,
-                }
-            )
+        for entry in reversed(self.entries.values()):
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(status_row(entry, now))
         return rows
 
-
-def _domain(target: RegistryTarget) -> str:
-    return f"{target.domain}-{target.owner} ({target.region})"
+    def summary(self) -> dict[str, Any]:
+        """Counts for ``status`` whatever the number of entries: by state, and identities."""
+        now = self.clock()
+        by_state: dict[str, int] = {}
+        for entry in self.entries.values():
+            state = entry.state(now)
+            by_state[state] = by_state.get(state, 0) + 1
+        return {
+            "entries": len(self.entries),
+            "identities": len({entry.key[0] for entry in self.entries.values()}),
+            "by_state": by_state,
+            "flights": self.flights,
+            "max_entries": self.max_entries,
+        }

@@ -120,25 +120,30 @@ def _already_running(path: str, patience: float) -> str:
 async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT, then drain within SHUTDOWN_GRACE and close."""
     sender = AsyncSender()
-    broker = Broker(sender.send, idle_timeout=options.idle_timeout)
+    try:
+        async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
+            await _serve_with(broker, sock, path, options, activated)
+    finally:
+        await sender.close()
+
+
+async def _serve_with(
+    broker: Broker, sock: socket.socket, path: str, options: Options, activated: bool
+) -> None:
     server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
     # The listener never unlinks the socket file: we remove it ourselves, only when we
     # bound it, so a service manager's socket stays, and so does a newer daemon's.
     sock.setblocking(False)  # anyio's listener accepts without blocking the loop
     listener = await SocketListener.from_socket(sock)
-    try:
-        async with anyio.create_task_group() as group:
-            # Signals are received from before READY until the drain is over: a second
-            # SIGTERM while draining changes nothing instead of killing us mid-answer.
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                await group.start(server.serve, listener)
-                log.info("menda-credd %s serving on %s (pid %d)", __version__, path, os.getpid())
-                runtime.sd_notify(f"READY=1\nSTATUS=serving on {path}\nMAINPID={os.getpid()}")
-                async for signum in signals:
-                    log.info("%s: no new connections, finishing requests in flight", signum.name)
-                    break
-                runtime.sd_notify("STOPPING=1")
-                await server.shutdown(SHUTDOWN_GRACE)
-    finally:
-        broker.close()
-        await sender.close()
+    async with anyio.create_task_group() as group:
+        # Signals are received from before READY until the drain is over: a second
+        # SIGTERM while draining changes nothing instead of killing us mid-answer.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await group.start(server.serve, listener)
+            log.info("menda-credd %s serving on %s (pid %d)", __version__, path, os.getpid())
+            runtime.sd_notify(f"READY=1\nSTATUS=serving on {path}\nMAINPID={os.getpid()}")
+            async for signum in signals:
+                log.info("%s: no new connections, finishing requests in flight", signum.name)
+                break
+            runtime.sd_notify("STOPPING=1")
+            await server.shutdown(SHUTDOWN_GRACE)

@@ -1,8 +1,9 @@
-"""Send a protocol request with aiohttp: the daemon's twin of ``menda_keyring.http_sync``.
+"""Send a menda-cloud request with aiohttp: the daemon's transport.
 
-Same semantics: no redirects, no answer at all is a TransientError, a TLS
-verification failure is a MendaCloudAPIError (not worth retrying), the TLS context
-honours ``SSL_CERT_FILE``/``SSL_CERT_DIR`` and proxies come from the usual
+The same semantics as :mod:`menda_keyring.http_sync`, and the same messages (from
+:mod:`menda_keyring.cloud_protocol`): no redirects, no answer at all is a
+TransientError, a TLS verification failure is not worth retrying, the TLS context
+honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``, and proxies come from the usual
 environment variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) except for loopback hosts,
 which are never proxied. One ClientSession serves the daemon's whole life.
 """
@@ -11,15 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.request
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
-from yarl import URL
 
-from menda_keyring.cloud_protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
-from menda_keyring.errors import MendaCloudAPIError
+from menda_keyring.cloud_protocol import (
+    MAX_BODY,
+    HttpRequest,
+    HttpResponse,
+    cannot_connect,
+    connection_failed,
+    no_answer,
+    tls_error,
+    tls_verification_failed,
+)
 from menda_keyring.identity import is_loopback_host
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (as urllib would pick it), or None."""
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    if is_loopback_host(hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    if urllib.request.proxy_bypass(parts.netloc or hostname):
+        return None
+    return proxies.get(parts.scheme) or None
 
 
 class AsyncSender:
@@ -32,8 +52,8 @@ class AsyncSender:
         if self._session is None or self._session.closed:
             context = ssl.create_default_context()
             connector = aiohttp.TCPConnector(ssl=context, limit=16, ttl_dns_cache=60)
-            # Proxies are looked up per request below (as trust_env=True would), so that
-            # loopback is never proxied and no ~/.netrc credentials are ever attached.
+            # Proxies are picked per request (proxy_for), so that loopback is never proxied
+            # and no ~/.netrc credentials are ever attached (trust_env would do both).
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 trust_env=False,
@@ -48,14 +68,6 @@ class AsyncSender:
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
         timeout = max(timeout, 0.05)
-        hostname = urlsplit(request.url).hostname or ""
-        where = f"menda-cloud {request.url}"
-        proxy = None
-        if not is_loopback_host(hostname):
-            try:
-                proxy, _auth = get_env_proxy_for_url(URL(request.url))
-            except LookupError:
-                proxy = None
         session = self._get_session()
         try:
             async with session.request(
@@ -64,7 +76,7 @@ class AsyncSender:
                 data=request.body,
                 headers=dict(request.headers),
                 allow_redirects=False,
-                proxy=proxy,
+                proxy=proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as answer:
                 body = await answer.content.read(MAX_BODY)
@@ -73,16 +85,14 @@ class AsyncSender:
         except aiohttp.ClientConnectorCertificateError as exc:
             error = exc.certificate_error
             detail = getattr(error, "verify_message", None) or str(error)
-            raise MendaCloudAPIError(
-                f"{where}: TLS certificate verification failed ({detail}); "
-                "check SSL_CERT_FILE or the system trust store"
-            ) from None
+            raise tls_verification_failed(request, detail) from None
         except aiohttp.ClientSSLError as exc:
-            raise TransientError(f"{where}: TLS error ({exc})") from None
+            raise tls_error(request, exc) from None
         except (asyncio.TimeoutError, TimeoutError):
-            raise TransientError(f"{where}: no answer within {timeout:.1f} s") from None
+            raise no_answer(request, timeout) from None
         except aiohttp.ClientConnectorError as exc:
-            text = exc.strerror or str(exc.os_error) or "connection failed"
-            raise TransientError(f"{where}: cannot connect ({text})") from None
+            raise cannot_connect(
+                request, exc.strerror or str(exc.os_error) or "connection failed"
+            ) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise TransientError(f"{where}: connection failed ({type(exc).__name__})") from None
+            raise connection_failed(request, exc) from None

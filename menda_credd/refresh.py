@@ -5,6 +5,12 @@ No clock and no randomness of their own, so the timing rules are testable exactl
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+
 #: A token in use is refreshed at this share of its lifetime, jittered uniformly ...
 REFRESH_LOW = 0.75
 REFRESH_HIGH = 0.85
@@ -57,3 +63,54 @@ def next_wakeup(refresh_at: float | None, last_used: float, idle_timeout: float)
 
 def is_idle(now: float, last_used: float, idle_timeout: float) -> bool:
     return now - last_used >= idle_timeout
+
+
+class RefreshSchedule(Generic[K]):
+    """When each entry next needs attention: one wake-up time per key, earliest first.
+
+    A heap with lazy deletion: re-arming or disarming a key leaves its old heap item in
+    place, skipped when it surfaces. The daemon's one timer task sleeps until
+    :meth:`next_at` and then handles :meth:`pop_due`; nothing here reads a clock.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, K]] = []
+        self._when: dict[K, float] = {}
+        self._seq = itertools.count()
+
+    def arm(self, key: K, when: float) -> None:
+        self._when[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        if len(self._heap) > 4 * len(self._when) + 64:
+            self._compact()
+
+    def disarm(self, key: K) -> None:
+        self._when.pop(key, None)
+
+    def next_at(self) -> float | None:
+        """The earliest wake-up still armed, or None."""
+        self._skip_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[K]:
+        """Every key whose wake-up time has come (each disarmed by being returned)."""
+        due: list[K] = []
+        while True:
+            self._skip_stale()
+            if not self._heap or self._heap[0][0] > now:
+                return due
+            _when, _seq, key = heapq.heappop(self._heap)
+            del self._when[key]
+            due.append(key)
+
+    def __len__(self) -> int:
+        return len(self._when)
+
+    def _skip_stale(self) -> None:
+        heap = self._heap
+        while heap and self._when.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def _compact(self) -> None:
+        self._heap = [item for item in self._heap if self._when.get(item[2]) == item[0]]
+        heapq.heapify(self._heap)

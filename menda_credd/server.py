@@ -48,10 +48,11 @@ from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 
 from . import __version__
-from .broker import Broker, Entry
+from .broker import Broker
 from .connections import MAX_CONNECTIONS, READ_TIMEOUT, Connection, ConnectionManager, Throttle
+from .entries import Entry
 from .identity_memo import MISSING, IdentityCache, Memo
-from .status_report import status_body
+from .status_report import MAX_ENTRIES, status_body
 
 log = logging.getLogger("menda_credd.server")
 
@@ -286,7 +287,7 @@ class CredServer:
             if identity.auth_type == "u2m":
                 deadline = Deadline(ceiling)
                 scope = await self.broker.user_scope(identity, home, deadline)
-            entry = self.broker.lookup(identity, target, scope)
+            entry = self.broker.serve_cached(identity, target, scope)
             if entry is not None:
                 return entry_answer(entry)
             work = self.broker.get(identity, target, home, deadline or Deadline(ceiling), scope)
@@ -348,7 +349,8 @@ class CredServer:
             "open_connections": len(self.connections),
             "counters": dict(self.broker.counters),
         }
-        return status_body(base, self.broker.snapshot())
+        broker = self.broker
+        return status_body(base, broker.summary(), broker.snapshot(limit=MAX_ENTRIES))
 
 
 def _op_of(line: bytes) -> str:

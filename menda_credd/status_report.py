@@ -1,10 +1,10 @@
 """What ``menda-credd status`` shows, bounded whatever the daemon holds.
 
 The daemon may hold tens of thousands of entries (issue 14: 20,000 identities made
-a 7.2 MB reply that no client could read). So the reply carries summaries of all
-entries (count by state, distinct identities) and at most ``MAX_ENTRIES`` rows within
-``ROW_BUDGET`` bytes, with ``truncated`` saying how many were left out; the human
-table shows at most ``TABLE_ROWS`` of them. Plain functions, no I/O.
+a 7.2 MB reply that no client could read). So the reply carries the broker's summary
+of all entries (count by state, distinct identities) and at most ``MAX_ENTRIES`` rows
+within ``ROW_BUDGET`` bytes, with ``truncated`` saying how many were left out; the
+human table shows at most ``TABLE_ROWS`` of them. Plain functions, no I/O.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 #: Entry rows in a ``status`` reply (and so in ``status --json``) at most.
@@ -22,22 +21,6 @@ MAX_ENTRIES = 1000
 ROW_BUDGET = 1024 * 1024
 #: Entry rows in the human table at most; the summary line counts them all.
 TABLE_ROWS = 20
-
-
-def summarise(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts over every entry: total, by state, distinct identities."""
-    states: Counter[str] = Counter()
-    identities: set[str] = set()
-    total = 0
-    for row in rows:
-        total += 1
-        states[str(row.get("state"))] += 1
-        identities.add(str(row.get("identity")))
-    return {
-        "entries": total,
-        "by_state": dict(sorted(states.items())),
-        "identities": len(identities),
-    }
 
 
 def bounded_rows(
@@ -63,14 +46,22 @@ def _recency(row: Mapping[str, Any]) -> float:
     return float(used) if isinstance(used, (int, float)) else 0.0
 
 
-def status_body(base: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ``status`` reply's body: ``base`` fields, summary, bounded rows, truncation."""
-    kept, truncated = bounded_rows(rows)
+def status_body(
+    base: dict[str, Any], summary: Mapping[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``status`` reply's body: ``base`` fields, the broker's summary, bounded rows.
+
+    ``rows`` are the broker's, most recently used first and at most ``MAX_ENTRIES``;
+    ``truncated`` counts every entry left out (by the count or the byte budget).
+    """
+    kept, _cut = bounded_rows(rows)
+    total = summary.get("entries")
+    total = total if isinstance(total, int) else len(rows)
     return {
         **base,
-        "summary": summarise(rows),
+        "summary": dict(summary),
         "entries": kept,
-        "truncated": truncated,
+        "truncated": max(total - len(kept), 0),
         "entries_cap": MAX_ENTRIES,
     }
 

@@ -95,6 +95,33 @@ def registry_request(host: str, access_token: str, target: RegistryTarget) -> Ht
     )
 
 
+# -- what a transport says when no HTTP answer came: one wording for both drivers ----------
+
+
+def no_answer(request: HttpRequest, timeout: float) -> TransientError:
+    return TransientError(f"menda-cloud {request.url}: no answer within {timeout:.1f} s")
+
+
+def cannot_connect(request: HttpRequest, reason: str) -> TransientError:
+    return TransientError(f"menda-cloud {request.url}: cannot connect ({reason})")
+
+
+def connection_failed(request: HttpRequest, error: BaseException) -> TransientError:
+    return TransientError(f"menda-cloud {request.url}: connection failed ({type(error).__name__})")
+
+
+def tls_error(request: HttpRequest, detail: object) -> TransientError:
+    return TransientError(f"menda-cloud {request.url}: TLS error ({detail})")
+
+
+def tls_verification_failed(request: HttpRequest, detail: object) -> MendaCloudAPIError:
+    """Not transient: retrying cannot make an untrusted certificate trusted."""
+    return MendaCloudAPIError(
+        f"menda-cloud {request.url}: TLS certificate verification failed ({detail}); "
+        "check SSL_CERT_FILE or the system trust store"
+    )
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` in seconds (the contract uses delta-seconds); anything else: None."""
     if value is None:

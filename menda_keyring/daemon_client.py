@@ -185,7 +185,7 @@ def round_trip(path: str, request: Request, total_timeout: float) -> Reply:
     Reuses the connection a previous call of this process left open (a library caller
     such as pip's import provider asks many times); a kept connection the daemon has
     closed meanwhile is replaced once, transparently. The daemon's own complaints about
-    the request (``bad_request``, ``unsupported_version``, ``busy``) and replies in
+    the request (``bad_request``, ``unsupported_version``, ``daemon_busy``) and replies in
     another protocol version are ``DaemonUnavailable``: the caller does without it.
     """
     kept = _take_kept(path)

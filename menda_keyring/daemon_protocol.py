@@ -37,7 +37,7 @@ Versions, and what happens when a shim and a daemon of different releases meet
   else in it: the shim drops the connection and resolves in process at once,
   logging the reason at debug level (no error line, no waiting for a timeout).
   The shim does the same with the daemon's own ``unsupported_version``,
-  ``bad_request`` and ``busy`` errors (:class:`~menda_keyring.errors.DaemonProtocolError`).
+  ``bad_request`` and ``daemon_busy`` errors (:class:`~menda_keyring.errors.DaemonProtocolError`).
 * ``ping`` replies carry the daemon's package version and protocol version, so
   ``menda-credd status`` and ``start`` can tell the user that another release runs
   and how to replace it (``menda-credd stop && menda-credd start``).

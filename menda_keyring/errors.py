@@ -142,10 +142,10 @@ class UnsupportedVersionError(DaemonProtocolError):
     kind = "unsupported_version"
 
 
-class DaemonBusyError(DaemonProtocolError):
-    """The daemon is saturated and will not take this request now."""
+class DaemonBusy(DaemonProtocolError):
+    """The daemon cannot take this request now (saturated, or stopping): resolve in process."""
 
-    kind = "busy"
+    kind = "daemon_busy"
 
 
 def shown(value: str, limit: int = 64) -> str:

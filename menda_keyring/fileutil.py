@@ -78,28 +78,55 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
-@contextmanager
-def exclusive_lock(lock_path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock_path`` (created 0600), waiting at most ``timeout`` s."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
+class ExclusiveLock:
+    """An exclusive flock on ``path`` (created 0600), taken with a bounded wait.
+
+    ``acquire`` and ``release`` are separate calls because the resolution flow takes the
+    lock in one effect and gives it back in a later one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        """True once held; False when it was not free within ``timeout`` seconds."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + max(timeout, 0.0)
         pause = 0.002
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
                     raise
+            else:
+                self._fd = fd
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LockTimeout(f"timed out after {timeout:.1f} s waiting for lock {lock_path}")
+                os.close(fd)
+                return False
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path``, waiting at most ``timeout`` s."""
+    lock = ExclusiveLock(lock_path)
+    if not lock.acquire(timeout):
+        raise LockTimeout(f"timed out after {timeout:.1f} s waiting for lock {lock_path}")
+    try:
+        yield
     finally:
-        os.close(fd)
+        lock.release()

@@ -1,4 +1,4 @@
-"""Send a protocol request with the standard library, for in-process resolution.
+"""Send a menda-cloud request with the standard library, for in-process resolution.
 
 urllib rather than aiohttp: ``keyring`` has already imported most of urllib's
 modules, while aiohttp costs about 200 ms to import on every in-process call.
@@ -11,10 +11,19 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
+from email.message import Message
 from urllib.parse import urlsplit
 
-from .cloud_protocol import MAX_BODY, HttpRequest, HttpResponse, TransientError
-from .errors import MendaCloudAPIError
+from .cloud_protocol import (
+    MAX_BODY,
+    HttpRequest,
+    HttpResponse,
+    cannot_connect,
+    connection_failed,
+    no_answer,
+    tls_error,
+    tls_verification_failed,
+)
 from .identity import is_loopback_host
 
 _openers: dict[bool, urllib.request.OpenerDirector] = {}
@@ -24,7 +33,7 @@ def _opener(loopback: bool) -> urllib.request.OpenerDirector:
     """One opener per process; the TLS context honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
     if loopback not in _openers:
         context = ssl.create_default_context()
-        proxies = {} if loopback else None
+        proxies: dict[str, str] | None = {} if loopback else None
         _openers[loopback] = urllib.request.build_opener(
             urllib.request.ProxyHandler(proxies),
             urllib.request.HTTPSHandler(context=context),
@@ -36,7 +45,7 @@ def _opener(loopback: bool) -> urllib.request.OpenerDirector:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an answer to report, never a reason to send the secret elsewhere."""
 
-    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None
 
 
@@ -47,7 +56,6 @@ def send(request: HttpRequest, timeout: float) -> HttpResponse:
     outgoing = urllib.request.Request(  # noqa: S310 - the URL is a checked http(s) host
         request.url, data=request.body, headers=dict(request.headers), method=request.method
     )
-    where = f"menda-cloud {request.url}"
     try:
         with opener.open(outgoing, timeout=max(timeout, 0.05)) as answer:
             return HttpResponse(answer.status, _lower(answer.headers), answer.read(MAX_BODY))
@@ -62,22 +70,17 @@ def send(request: HttpRequest, timeout: float) -> HttpResponse:
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise MendaCloudAPIError(
-                f"{where}: TLS certificate verification failed ({reason.verify_message}); "
-                "check SSL_CERT_FILE or the system trust store"
-            ) from None
+            raise tls_verification_failed(request, reason.verify_message) from None
         if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise TransientError(f"{where}: no answer within {timeout:.1f} s") from None
-        text = getattr(reason, "strerror", None) or str(reason)
-        raise TransientError(f"{where}: cannot connect ({text})") from None
+            raise no_answer(request, timeout) from None
+        raise cannot_connect(request, getattr(reason, "strerror", None) or str(reason)) from None
     except TimeoutError:
-        raise TransientError(f"{where}: no answer within {timeout:.1f} s") from None
+        raise no_answer(request, timeout) from None
     except ssl.SSLError as exc:
-        raise TransientError(f"{where}: TLS error ({exc.reason or exc})") from None
+        raise tls_error(request, exc.reason or exc) from None
     except (OSError, ValueError) as exc:
-        raise TransientError(f"{where}: connection failed ({type(exc).__name__})") from None
+        raise connection_failed(request, exc) from None
 
 
-def _lower(headers: object) -> dict[str, str]:
-    items = headers.items() if hasattr(headers, "items") else []
-    return {str(k).lower(): str(v) for k, v in items}
+def _lower(headers: Message) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in headers.items()}

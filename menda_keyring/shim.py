@@ -2,7 +2,7 @@
 
 Loaded on the first CodeArtifact URL only (``backend`` stays cheap for every other
 site). A daemon that is absent, wedged, of another protocol version, or that
-complains about our request (``bad_request``, ``unsupported_version``, ``busy``)
+complains about our request (``bad_request``, ``unsupported_version``, ``daemon_busy``)
 means in-process resolution at once, with the reason at debug level: the user
 sees a token, never an error line about the daemon. The one exception is a socket
 that is not ours (``DaemonUntrusted``): nothing is sent, and one stderr line says so.
@@ -36,7 +36,7 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
             warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .resolver import InProcessResolver
+    from .in_process import InProcessResolver
 
     return InProcessResolver(env).resolve(target).token
 

@@ -73,7 +73,7 @@ def test_importing_the_backend_brings_nothing_but_the_url_rules(
     # The first CodeArtifact URL loads the rest and gets a token, in process here.
     assert cloud.is_valid_registry_token(found["password"])
     loaded = set(found["new_on_lookup"])
-    assert {"menda_keyring.shim", "menda_keyring.resolver"} <= loaded
+    assert {"menda_keyring.shim", "menda_keyring.in_process"} <= loaded
 
 
 def test_the_daemon_client_loads_only_when_a_codeartifact_url_is_asked(

@@ -17,7 +17,7 @@ from tests.fakes.menda_cloud import FakeMendaCloud
 RESOLVER = textwrap.dedent(
     """
     import os, sys
-    from menda_keyring.resolver import InProcessResolver
+    from menda_keyring.in_process import InProcessResolver
     from menda_keyring.urls import parse_codeartifact_service
     target = parse_codeartifact_service(sys.argv[1])
     for _ in range(int(sys.argv[2])):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import TaskStatus
 from anyio.from_thread import start_blocking_portal
 
 from menda_credd import runtime
@@ -148,14 +149,18 @@ def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
     """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
     portal_cm = start_blocking_portal(backend="asyncio")
     portal = portal_cm.__enter__()
-    listener = portal.call(anyio.create_unix_listener, path)
-    serving = portal.start_task_soon(server.serve, listener)
+
+    async def main(*, task_status: TaskStatus[None]) -> None:
+        async with server.broker:  # the broker's timers run while the server does
+            listener = await anyio.create_unix_listener(path)
+            await server.serve(listener, task_status=task_status)
+
+    serving, _ = portal.start_task(main)
 
     def stop() -> None:
         try:
             portal.call(server.shutdown, 1.0)
             serving.result(30)
-            portal.call(server.broker.close)
         finally:
             portal_cm.__exit__(None, None, None)
 

@@ -98,7 +98,7 @@ def refuses_our_version(request: dict) -> dict:
 
 
 def busy(request: dict) -> dict:
-    error = {"kind": "busy", "message": "saturated", "status_code": None}
+    error = {"kind": "daemon_busy", "message": "saturated", "status_code": None}
     return {"v": 1, "ok": False, "error": error}
 
 

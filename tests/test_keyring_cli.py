@@ -199,7 +199,7 @@ IMPORT_PROBE = textwrap.dedent(
     cost_ms = (time.perf_counter() - started) * 1000
     keyring.get_keyring()
     keyring.get_password("https://pypi.org/simple/", "aws")
-    heavy = ("aiohttp", "anyio", "filelock", "menda_credd", "menda_keyring.resolver")
+    heavy = ("aiohttp", "anyio", "filelock", "menda_credd", "menda_keyring.in_process", "menda_keyring.resolution")
     print(sorted(m for m in heavy if m in sys.modules), round(cost_ms, 1))
     """
 )

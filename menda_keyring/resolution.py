@@ -1,0 +1,309 @@
+"""The resolution flow, written once and without I/O, in the manner of h11.
+
+A :class:`Resolution` turns an identity and a CodeArtifact domain into a registry
+token. It never touches the network, the disk or the clock's sleep itself: it is a
+generator that yields *effects* (send this request with this timeout, wait this
+long, read the token cache, take its lock, write an entry) and receives their
+results. Two drivers run it: :mod:`menda_keyring.in_process` (urllib, ``time.sleep``,
+``flock``) for a ``keyring get`` without a daemon, and :mod:`menda_credd.resolve_async`
+(aiohttp, anyio) in the daemon. So both answer alike by construction.
+
+A driver sends each effect's result back into the flow, or throws the exception that
+performing it raised (a :class:`~menda_keyring.errors.MendaError` from the HTTP layer,
+an ``OSError`` from the disk); :func:`advance` does that step for both drivers. Locks a
+flow still holds when it ends (an error, a cancellation) are the driver's to release.
+
+The retry policy is an attribute, read at every decision: the daemon runs a background
+refresh with a one-try policy and sets the normal one when a request joins it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from . import token_cache
+from .cloud_protocol import (
+    AccessTokenRejected,
+    HttpRequest,
+    HttpResponse,
+    TransientError,
+    oauth_request,
+    parse_oauth_response,
+    parse_registry_response,
+    registry_request,
+)
+from .errors import (
+    ConfigError,
+    MendaCloudAPIError,
+    MendaError,
+    NoCachedLoginError,
+    redact,
+    shown,
+)
+from .identity import Identity
+from .retry import Deadline, RetryPolicy, call_timeout
+from .tokens import AccessToken, RegistryToken
+from .urls import RegistryTarget
+
+T = TypeVar("T")
+
+# -- effects: what a flow asks its driver to do -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``request``; the result is an :class:`HttpResponse`, or a raised MendaError."""
+
+    request: HttpRequest
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds`` before the next try."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReadCache:
+    """Read the token cache file; the result is a :class:`token_cache.CacheSnapshot`."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class LockCache:
+    """Take the cache's exclusive lock (creating its private folder); result: True, or False
+    when it was not free within ``timeout`` seconds. OSError: the folder is unusable."""
+
+    path: Path
+    timeout: float
+
+
+@dataclass(frozen=True)
+class UnlockCache:
+    path: Path
+
+
+@dataclass(frozen=True)
+class StoreToken:
+    """Write ``token`` under ``identity``'s key (the lock is held). OSError: not written."""
+
+    path: Path
+    identity: Identity
+    token: AccessToken = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DropToken:
+    """Forget the entry of ``identity`` if it still holds ``rejected`` (the lock is held)."""
+
+    path: Path
+    identity: Identity
+    rejected: str = field(repr=False)
+
+
+Effect = Send | Sleep | ReadCache | LockCache | UnlockCache | StoreToken | DropToken
+Flow = Generator[Effect, Any, T]
+
+
+# -- stepping a flow: shared by both drivers --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What performing an effect gave: a value, or the exception it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    value: T
+
+
+#: Exceptions a driver throws back into the flow: the flow decides what they mean.
+EFFECT_ERRORS = (MendaError, OSError)
+
+
+def advance(flow: Flow[T], outcome: Outcome) -> Effect | Done[T]:
+    """Give the flow the outcome of its last effect; its next effect, or Done."""
+    try:
+        if outcome.error is not None:
+            return flow.throw(outcome.error)
+        return flow.send(outcome.value)
+    except StopIteration as stop:
+        return Done(stop.value)
+
+
+# -- the flow ------------------------------------------------------------------------------------
+
+
+class Resolution:
+    """One resolution of a registry token for ``identity`` and ``target``.
+
+    ``run()`` is the whole flow: a Menda access token (from the shared cache, or for a
+    machine identity one OAuth exchange under the cache lock, so that a herd of processes
+    makes one), then the registry exchange; a machine token menda-cloud rejects is
+    replaced once and the exchange retried once. Transient failures are retried with
+    jittered backoff inside the deadline. Every error that leaves it is redacted.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        target: RegistryTarget | None,
+        cache: Path,
+        deadline: Deadline,
+        policy: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.identity = identity
+        self.target = target
+        self.cache = cache
+        self.deadline = deadline
+        #: Read at every retry decision, so a driver may change it while the flow runs.
+        self.policy = policy
+        self.clock = clock
+        self.rand = rand
+
+    def run(self) -> Flow[RegistryToken]:
+        """The registry token, or a typed (and redacted) error."""
+        assert self.target is not None
+        try:
+            access = yield from self.access_token()
+            try:
+                return (yield from self.exchange(access))
+            except AccessTokenRejected:
+                access = yield from self.access_token(rejected=access.token)
+                try:
+                    return (yield from self.exchange(access))
+                except AccessTokenRejected as again:
+                    raise MendaCloudAPIError(
+                        f"{again.message}, also with a freshly issued token", 401
+                    ) from None
+        except MendaError as exc:
+            raise redact(exc, self.secrets()) from None
+
+    def login(self) -> Flow[AccessToken]:
+        """Only the Menda access token (the daemon's check of a user's login)."""
+        try:
+            return (yield from self.access_token())
+        except MendaError as exc:
+            raise redact(exc, self.secrets()) from None
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.identity.client_secret or "",)
+
+    # -- the Menda access token ----------------------------------------------------------------
+
+    def access_token(self, rejected: str | None = None) -> Flow[AccessToken]:
+        """A usable Menda access token; ``rejected`` is one menda-cloud just refused."""
+        if self.identity.auth_type == "u2m":
+            cached = yield from self.cached_access_token()
+            if cached is None or cached.token == rejected:
+                raise no_login_error(self.identity, self.cache)
+            return cached
+        if rejected is None:
+            cached = yield from self.cached_access_token()
+            if cached is not None:
+                return cached
+        yield from self.lock()
+        # Whoever held the lock before us may have just fetched one.
+        cached = yield from self.cached_access_token()
+        if cached is not None and cached.token != rejected:
+            yield UnlockCache(self.lock_path)
+            return cached
+        if rejected is not None:
+            with contextlib.suppress(OSError):  # the fresh token replaces it anyway
+                yield DropToken(self.cache, self.identity, rejected)
+        token = yield from self.call(
+            oauth_request(self.identity),
+            lambda r: parse_oauth_response(r, self.identity, self.clock()),
+        )
+        # An unwritable cache costs an exchange next time, not this answer.
+        with contextlib.suppress(OSError):
+            yield StoreToken(self.cache, self.identity, token)
+        yield UnlockCache(self.lock_path)
+        return token
+
+    def cached_access_token(self) -> Flow[AccessToken | None]:
+        snapshot: token_cache.CacheSnapshot = yield ReadCache(self.cache)
+        token = token_cache.entry_to_token(
+            snapshot.tokens.get(self.identity.cache_key), self.identity
+        )
+        return token if token is not None and token.usable(self.clock()) else None
+
+    @property
+    def lock_path(self) -> Path:
+        return token_cache.lock_path_for(self.cache)
+
+    def lock(self) -> Flow[None]:
+        try:
+            acquired = yield LockCache(self.lock_path, max(self.deadline.remaining(), 0.0))
+        except OSError as exc:
+            raise ConfigError(
+                f"The Menda token cache folder {self.cache.parent} cannot be used: "
+                f"{exc.strerror or type(exc).__name__}. Check that your home folder is writable."
+            ) from None
+        if not acquired:
+            raise self.deadline.expired_error(f"waiting for the token cache lock {self.lock_path}")
+
+    # -- the registry exchange ----------------------------------------------------------------
+
+    def exchange(self, access: AccessToken) -> Flow[RegistryToken]:
+        target = self.target
+        assert target is not None
+        return (
+            yield from self.call(
+                registry_request(self.identity.host, access.token, target),
+                lambda r: parse_registry_response(r, self.identity, target, self.clock()),
+            )
+        )
+
+    # -- one call with retries ----------------------------------------------------------------
+
+    def call(self, request: HttpRequest, parse: Callable[[HttpResponse], T]) -> Flow[T]:
+        """Send and parse, retrying transient failures with jittered backoff in the deadline."""
+        attempt = 0
+        while True:
+            remaining = self.deadline.remaining()
+            if remaining <= 0:
+                raise self.deadline.expired_error(f"calling menda-cloud {request.what}")
+            attempt += 1
+            try:
+                response = yield Send(request, call_timeout(remaining))
+                return parse(response)
+            except MendaError as exc:
+                redact(exc, request.secrets)
+                if not isinstance(exc, TransientError):
+                    raise
+                wait = self.policy.delay(
+                    attempt, exc.retry_after, self.deadline.remaining(), self.rand
+                )
+                if wait is None:
+                    raise MendaCloudAPIError(
+                        f"{exc.message} (gave up after {attempt} "
+                        f"attempt{'s' if attempt > 1 else ''})",
+                        exc.status_code,
+                    ) from None
+            yield Sleep(wait)
+
+
+def no_login_error(identity: Identity, cache: Path) -> NoCachedLoginError:
+    """What a user identity without a usable login is told, in process and by the daemon."""
+    profile = shown(identity.profile or "")
+    flag = f" --profile {profile}" if identity.profile != "default" else ""
+    return NoCachedLoginError(
+        f"No valid cached token for profile [{profile}] (host {identity.host}) in {cache}. "
+        f"Run menda auth login{flag}, or use machine credentials (auth_type = m2m)."
+    )
