@@ -24,7 +24,16 @@ from menda_keyring.daemon_client import (
     DaemonUntrusted,
 )
 from menda_keyring.daemon_protocol import VERSION as PROTOCOL
+from menda_keyring.errors import ConfigError
+from menda_keyring.fileutil import write_private_file_atomically
+from menda_keyring.paths import default_log_file
 from menda_keyring.paths import socket_path as default_socket_path
+from menda_keyring.private_dir import (
+    NOT_WRITABLE,
+    NotPrivateError,
+    check_private_dir,
+    make_private_dirs,
+)
 from menda_keyring.procfs import pid_alive
 
 from . import __version__, runtime, service
@@ -123,10 +132,6 @@ def _idle_timeout(args: argparse.Namespace) -> float:
     return DEFAULT_IDLE_TIMEOUT
 
 
-def default_log_file() -> Path:
-    return Path(os.path.expanduser("~")) / ".menda" / "run" / "credd.log"
-
-
 # -- start --------------------------------------------------------------------------------
 
 
@@ -149,7 +154,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         return 0
     log_path = Path(args.log_file) if args.log_file else default_log_file()
     try:
-        runtime.make_private_dirs(str(log_path.parent))
+        make_private_dirs(log_path.parent)
     except OSError as exc:
         print(f"menda-credd: cannot create {log_path.parent}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -168,8 +173,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     ]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
+        os.fchmod(fd, 0o600)  # a log kept from an older version may have been wider
         child = subprocess.Popen(
             command,
+            env=runtime.child_env(),
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,
@@ -327,8 +334,11 @@ def _run_plan(plan: service.Plan, dry_run: bool) -> int:
             print(f"# would write {path}")
             print(content.decode())
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
+            try:
+                install_file(path, content)
+            except ConfigError as exc:
+                print(f"menda-credd: {exc}", file=sys.stderr)
+                return 1
             print(f"wrote {path}")
     status = 0
     for command in plan.commands:
@@ -343,6 +353,22 @@ def _run_plan(plan: service.Plan, dry_run: bool) -> int:
     for command in plan.after:
         status = max(status, _run(list(command), dry_run))
     return status
+
+
+def install_file(path: Path, content: bytes) -> None:
+    """Write a service file 0600 (whatever the umask) into a folder others cannot write.
+
+    Missing folders are created 0700. A unit or plist in a folder another user can write
+    could be replaced by that user (``ExecStart=``): such a folder is refused.
+    """
+    try:
+        make_private_dirs(path.parent)
+        check_private_dir(path.parent, forbidden=NOT_WRITABLE)
+    except NotPrivateError as exc:
+        raise ConfigError(f"{exc}; not installing {path.name} there") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create {exc.filename or path.parent}: {exc.strerror}") from None
+    write_private_file_atomically(path, content)
 
 
 def _run(command: list[str], dry_run: bool) -> int:
@@ -368,7 +394,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         print(f"# would create {state} (mode 0700) if missing")
     else:
         # The unit makes ~/.menda writable in its read-only sandbox: it must exist.
-        state.mkdir(mode=0o700, exist_ok=True)
+        try:
+            make_private_dirs(state)
+        except OSError as exc:
+            print(f"menda-credd: cannot create {state}: {exc.strerror}", file=sys.stderr)
+            return 1
     return _run_plan(service.install_plan(_platform(), home), args.dry_run)
 
 

@@ -46,6 +46,7 @@ def setup_logging(level: str) -> None:
 def run_foreground(options: Options) -> int:
     """``menda-credd start --foreground``: returns the exit status."""
     runtime.disable_core_dumps()
+    runtime.scrub_menda_env()
     inherited = runtime.inherited_socket()
     lock_fd = None
     ident = None

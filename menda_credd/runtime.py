@@ -41,15 +41,14 @@ from menda_keyring.daemon_protocol import (
     StatusReply,
     StatusRequest,
 )
-from menda_keyring.peercred import Peer, parse_xucred, peer_uid
-from menda_keyring.peercred import parse_ucred as _parse_ucred
+from menda_keyring.peercred import Peer
 
 log = logging.getLogger("menda_credd")
 
 SD_LISTEN_FDS_START = 3
 PR_SET_DUMPABLE = 4
 
-__all__ = ["DaemonUntrusted", "Peer", "parse_xucred", "peer_uid"]
+__all__ = ["DaemonUntrusted", "Peer"]
 
 
 class SocketDirError(Exception):
@@ -59,19 +58,21 @@ class SocketDirError(Exception):
 # -- socket folder and socket -------------------------------------------------------------
 
 
-def check_private_dir(folder: str, uid: int) -> None:
-    """Refuse a folder that is a symlink, not a folder, not ours, or open to group/others."""
+def check_private_dir(folder: str, uid: int, create: bool = False) -> None:
+    """Refuse a folder that is a symlink, not a folder, not ours, or open to group/others.
+
+    With ``create``, missing folders are made first (``mkdir`` 0700, each one verified).
+    """
     try:
+        if create:
+            private_dir.make_private_dirs(folder, uid)
         private_dir.check_private_dir(folder, uid)
     except private_dir.NotPrivateError as exc:
-        raise SocketDirError(f"socket folder {folder} {exc.problem}; refusing it") from None
+        raise SocketDirError(f"socket folder {exc.folder} {exc.problem}; refusing it") from None
     except OSError as exc:
-        raise SocketDirError(f"cannot inspect socket folder {folder}: {exc.strerror}") from None
-
-
-def make_private_dirs(folder: str) -> None:
-    """Create ``folder`` and missing parents 0700 (see ``private_dir.make_private_dirs``)."""
-    private_dir.make_private_dirs(folder)
+        raise SocketDirError(
+            f"cannot use socket folder {exc.filename or folder}: {exc.strerror}"
+        ) from None
 
 
 def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
@@ -82,11 +83,7 @@ def prepare_socket_dir(socket_file: str, uid: int | None = None) -> str:
     """
     uid = os.geteuid() if uid is None else uid
     folder = os.path.dirname(os.path.abspath(socket_file))
-    try:
-        private_dir.make_private_dirs(folder, uid)
-    except private_dir.NotPrivateError as exc:
-        raise SocketDirError(f"socket folder {exc.folder} {exc.problem}; refusing it") from None
-    check_private_dir(folder, uid)
+    check_private_dir(folder, uid, create=True)
     return folder
 
 
@@ -298,7 +295,10 @@ def stop_refusal(probe: Probe, uid: int, owner: int | None, argv: list[str] | No
         return f"pid {pid} serving the socket belongs to {private_dir.describe_uid(owner)}"
     if argv is not None and not is_credd_command(argv):
         name = os.path.basename(argv[0]) if argv else "?"
-        return f"pid {pid} serving the socket is not menda-credd (it runs {name!r})"
+        return (
+            f"pid {pid} serving the socket is not menda-credd (it runs {name!r}); if a "
+            "service manager holds the socket, stop the daemon through it"
+        )
     if probe.reported_pid is not None and probe.reported_pid != pid:
         return (
             f"the daemon answering says it is pid {probe.reported_pid}, but the kernel reports "
@@ -349,15 +349,6 @@ def check_listener(path: str) -> None:
     sock.close()
 
 
-# -- peers ----------------------------------------------------------------------------------
-
-
-def parse_peercred(raw: bytes) -> int:
-    """The uid in a Linux ``struct ucred`` (pid, uid, gid as three ints); -1 when unknown."""
-    uid = _parse_ucred(raw).uid
-    return -1 if uid is None else uid
-
-
 # -- systemd ----------------------------------------------------------------------------------
 
 
@@ -404,6 +395,32 @@ def sd_notify(state: str, env: MutableMapping[str, str] | None = None) -> bool:
 
 
 # -- hardening ----------------------------------------------------------------------------------
+
+
+def is_identity_variable(name: str) -> bool:
+    """A ``MENDA_*`` variable of the caller's identity (its secret among them), not ours."""
+    return name.startswith("MENDA_") and not name.startswith("MENDA_CREDD")
+
+
+def scrub_menda_env(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove the starting shell's Menda identity variables; returns the names removed.
+
+    The daemon answers each client with the environment that client sends; the
+    ``MENDA_CLIENT_SECRET`` of whoever started it has no use here and would only sit in
+    its environment (and in that of anything it might start).
+    """
+    env = os.environ if env is None else env
+    names = [name for name in env if is_identity_variable(name)]
+    for name in names:
+        del env[name]
+    return names
+
+
+def child_env(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a detached daemon: ours without the Menda identity variables."""
+    copy = dict(os.environ if env is None else env)
+    scrub_menda_env(copy)
+    return copy
 
 
 def disable_core_dumps() -> None:

@@ -142,6 +142,10 @@ def _json_body(response: HttpResponse, where: str) -> object:
         ) from None
 
 
+#: How much of menda-cloud's error code or description is kept before redaction.
+RAW_ERROR_TEXT = 2000
+
+
 def _error_text(response: HttpResponse) -> str:
     """The short error code and description menda-cloud sent, cleaned for display."""
     try:
@@ -152,7 +156,9 @@ def _error_text(response: HttpResponse) -> str:
         return ""
     code = data.get("error")
     text = data.get("error_description") or data.get("message")
-    parts = [str(p)[:200] for p in (code, text) if isinstance(p, str) and p]
+    # Bounded but not cut short here: ``errors.redact`` blanks any echoed secret first and
+    # only then cuts the whole message to ``MAX_MESSAGE``.
+    parts = [p[:RAW_ERROR_TEXT] for p in (code, text) if isinstance(p, str) and p]
     return ": " + " - ".join(parts) if parts else ""
 
 

@@ -33,7 +33,6 @@ from .daemon_protocol import (
 from .errors import DaemonProtocolError, UnsupportedVersionError
 from .peercred import Peer, peer_credentials
 from .private_dir import describe_uid, folder_problem
-from .procfs import waiting_for_cpu
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +255,8 @@ def _converse(conn: Connection, request: Request, total_timeout: float, reused: 
         try:
             chunk = sock.recv(65536)
         except TimeoutError:
+            from .procfs import waiting_for_cpu  # only when the daemon goes quiet
+
             silent = time.monotonic() - silent_since
             if silent < STARVED_PATIENCE and waiting_for_cpu(conn.daemon_pid):
                 continue

@@ -153,12 +153,66 @@ def shown(value: str, limit: int = 64) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
-def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
-    """Belt and braces: blank out any secret menda-cloud (or a gateway) echoed back to us."""
-    message = error.message
+#: Messages are cut to this length once secrets are blanked (a gateway may echo a lot).
+MAX_MESSAGE = 600
+#: Any run of this many consecutive characters of a secret (or of an encoded form of it)
+#: is blanked too: an echo cut short, or a secret glued to other text, still leaks.
+FRAGMENT = 12
+BLANK = "***"
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms a request may have carried ``secret`` in, and a server may echo it in."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    forms = {
+        secret,
+        quote_plus(secret),  # application/x-www-form-urlencoded
+        quote(secret),
+        quote(secret, safe=""),
+        quote(quote_plus(secret), safe=""),  # a form value percent-encoded once more
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    return {form for form in forms if len(form) >= 4}
+
+
+def redacted_text(message: str, secrets: tuple[str, ...]) -> str:
+    """``message`` with every form of every secret, and every long fragment of one, blanked."""
+    marked = bytearray(len(message))
     for secret in secrets:
-        if secret and len(secret) >= 4 and secret in message:
-            message = message.replace(secret, "***")
+        if not secret or len(secret) < 4:
+            continue
+        for form in secret_forms(secret):
+            start = message.find(form)
+            while start >= 0:
+                marked[start : start + len(form)] = b"\1" * len(form)
+                start = message.find(form, start + 1)
+            if len(form) < FRAGMENT:
+                continue
+            grams = {form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)}
+            for i in range(len(message) - FRAGMENT + 1):
+                if message[i : i + FRAGMENT] in grams:
+                    marked[i : i + FRAGMENT] = b"\1" * FRAGMENT
+    if not any(marked):
+        return message
+    out: list[str] = []
+    for i, ch in enumerate(message):
+        if not marked[i]:
+            out.append(ch)
+        elif i == 0 or not marked[i - 1]:
+            out.append(BLANK)
+    return "".join(out)
+
+
+def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
+    """Blank out any secret menda-cloud (or a gateway) echoed back, then keep it short.
+
+    Blanking comes first and the cut last, so a cut can never leave part of a secret
+    that a whole-secret match would have caught.
+    """
+    message = shown(redacted_text(error.message, secrets), MAX_MESSAGE)
     if message != error.message:
         error.message = message
         error.args = (message,)

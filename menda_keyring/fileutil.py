@@ -11,29 +11,23 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from .errors import ConfigError
+from .private_dir import make_private_dirs
 
 
 class LockTimeout(TimeoutError):
     """The lock was not free within the time allowed."""
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` and parents 0700 at ``mkdir`` time, whatever the umask."""
-    missing: list[Path] = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            continue
-        os.chmod(folder, 0o700)
+#: Create a folder and its parents 0700 whatever the umask, verifying each one made
+#: (an ``OSError``, ``private_dir.NotPrivateError`` among them, when that fails).
+ensure_private_dir = make_private_dirs
 
 
 def write_private_file_atomically(path: Path, data: bytes) -> None:
@@ -130,3 +124,43 @@ def exclusive_lock(lock_path: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+#: Files we read (``mendacfg``, ``.token``) are small; anything bigger is refused.
+MAX_READ = 1 << 20
+
+
+def read_regular_file(path: Path, what: str, limit: int = MAX_READ) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; ``what`` names it in errors.
+
+    Opened with ``O_NONBLOCK`` (a FIFO does not block the open) and checked on the open
+    descriptor (``fstat``), so a FIFO, a device such as ``/dev/zero`` or a socket swapped
+    in is a ``ConfigError`` at once. A folder raises ``IsADirectoryError``; a missing file
+    ``FileNotFoundError`` (callers say what that means).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"{what} {path} is not a regular file (a FIFO, device or socket); "
+                "refusing to read it"
+            )
+        if st.st_size > limit:
+            raise ConfigError(f"{what} {path} is larger than {limit // 1024} KiB; refusing it")
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ConfigError(f"{what} {path} is larger than {limit // 1024} KiB; refusing it")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -26,6 +26,10 @@ from .errors import (
     ProfileNotFoundError,
     shown,
 )
+from .fileutil import read_regular_file
+from .paths import config_path
+from .paths import menda_dir as menda_dir  # re-exported: older importers find it here
+from .paths import token_cache_path as token_cache_path
 
 ENV_CLIENT_ID = "MENDA_CLIENT_ID"
 ENV_CLIENT_SECRET = "MENDA_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -68,18 +72,6 @@ class Identity:
         ):
             digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
         return digest.hexdigest()
-
-
-def menda_dir(home: Path) -> Path:
-    return home / ".menda"
-
-
-def config_path(home: Path) -> Path:
-    return menda_dir(home) / "mendacfg"
-
-
-def token_cache_path(home: Path) -> Path:
-    return menda_dir(home) / "tokens" / "cache" / ".token"
 
 
 def _is_ip(hostname: str) -> bool:
@@ -164,7 +156,7 @@ def resolve_identity(env: Mapping[str, str], home: Path) -> Identity:
 def read_config(path: Path) -> configparser.ConfigParser:
     """Parse ``mendacfg``; errors name file and line, never its text (it may hold a secret)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path, "Menda config file").decode("utf-8")
     except FileNotFoundError:
         raise ConfigFileNotFoundError(
             f"Menda config file not found: {path}. Run menda auth configure to create it, "

@@ -1,4 +1,8 @@
-"""Where the daemon's socket lives: one rule, shared by the daemon and the shim.
+"""Where things live: Menda's files in a home folder, and the daemon's socket and log.
+
+Plain functions, standard library only (the socket rule runs at every ``keyring get``).
+
+The socket, one rule shared by the daemon and the shim:
 
 ``MENDA_CREDD_SOCKET`` if set; else ``$XDG_RUNTIME_DIR/menda/credd.sock`` when
 that runtime folder exists and belongs to us; else ``~/.menda/run/credd.sock``.
@@ -12,10 +16,33 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Usable bytes of ``sockaddr_un.sun_path`` (the last one holds the NUL).
 SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
 SOCKET_NAME = "credd.sock"
+
+
+def menda_dir(home: Path) -> Path:
+    return home / ".menda"
+
+
+def config_path(home: Path) -> Path:
+    return menda_dir(home) / "mendacfg"
+
+
+def token_cache_path(home: Path) -> Path:
+    return menda_dir(home) / "tokens" / "cache" / ".token"
+
+
+def default_log_file() -> Path:
+    """Where a detached ``menda-credd start`` logs: ``~/.menda/run/credd.log``."""
+    from pathlib import Path
+
+    return Path(os.path.expanduser("~")) / ".menda" / "run" / "credd.log"
 
 
 def socket_path(env: Mapping[str, str], uid: int | None = None) -> str:

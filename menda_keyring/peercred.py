@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from typing import NamedTuple
 
 #: macOS <sys/un.h>: SOL_LOCAL, LOCAL_PEERCRED, LOCAL_PEERPID;
 #: struct xucred starts {u_int cr_version; uid_t cr_uid; ...}.
@@ -21,11 +20,25 @@ XUCRED_SIZE = 76
 _UCRED = struct.Struct("3i")
 
 
-class Peer(NamedTuple):
-    """The peer's pid and uid; None where the kernel would not say."""
+class Peer(tuple):
+    """``(pid, uid)`` of the peer; None where the kernel would not say.
 
-    pid: int | None
-    uid: int | None
+    A plain tuple subclass rather than a ``NamedTuple``: this module is imported at
+    every ``keyring`` start, and building a NamedTuple class costs more than all the rest.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, pid: int | None, uid: int | None) -> Peer:
+        return tuple.__new__(cls, (pid, uid))
+
+    @property
+    def pid(self) -> int | None:
+        return self[0]
+
+    @property
+    def uid(self) -> int | None:
+        return self[1]
 
 
 def parse_ucred(raw: bytes) -> Peer:

@@ -13,13 +13,22 @@ import os
 import stat
 
 
-class NotPrivateError(Exception):
-    """A folder that is not private to us; the message names it and its owner."""
+class NotPrivateError(OSError):
+    """A folder that is not private to us; the message names it and its owner.
+
+    An ``OSError`` (``strerror`` is the problem) so that callers that treat an unusable
+    folder as an I/O failure, such as the resolution flow's effects, treat this one so too.
+    """
 
     def __init__(self, folder: str, problem: str) -> None:
         super().__init__(f"folder {folder} {problem}")
+        self.strerror = problem
+        self.filename = None
         self.folder = folder
         self.problem = problem
+
+    def __str__(self) -> str:
+        return f"folder {self.folder} {self.problem}"
 
 
 def describe_uid(uid: int) -> str:
@@ -32,34 +41,47 @@ def describe_uid(uid: int) -> str:
         return f"uid {uid}"
 
 
-def folder_problem(st: os.stat_result, uid: int) -> str | None:
-    """What makes a folder (its ``lstat``) unfit to hold our secrets, or None when it is fit."""
+#: Socket folders: no permission bits at all for group and others.
+CLOSED = 0o077
+#: Folders shared with the Menda CLI (the token cache): others may look, never write.
+NOT_WRITABLE = 0o022
+
+
+def folder_problem(st: os.stat_result, uid: int, forbidden: int = CLOSED) -> str | None:
+    """What makes a folder (its ``lstat``) unfit to hold our secrets, or None when it is fit.
+
+    ``forbidden`` are the group/other mode bits the folder must not have.
+    """
     if stat.S_ISLNK(st.st_mode):
         return f"is a symbolic link (owned by {describe_uid(st.st_uid)}), not a folder"
     if not stat.S_ISDIR(st.st_mode):
         return f"is not a folder (owned by {describe_uid(st.st_uid)})"
     if st.st_uid != uid:
         return f"belongs to {describe_uid(st.st_uid)}, not to you ({describe_uid(uid)})"
-    if st.st_mode & 0o077:
+    if st.st_mode & forbidden:
+        opened = "writable by" if forbidden == NOT_WRITABLE else "open to"
         return (
             f"(owned by {describe_uid(st.st_uid)}) has mode {stat.S_IMODE(st.st_mode):04o}, "
-            "open to group or others"
+            f"{opened} group or others"
         )
     return None
 
 
-def check_private_dir(folder: str, uid: int | None = None) -> None:
+def check_private_dir(
+    folder: str | os.PathLike[str], uid: int | None = None, forbidden: int = CLOSED
+) -> None:
     """Raise ``NotPrivateError`` unless ``folder`` is a real folder of ours closed to others.
 
     A folder that cannot be inspected (absent, unreadable parent) raises ``OSError``.
     """
     uid = os.geteuid() if uid is None else uid
-    problem = folder_problem(os.lstat(folder), uid)
+    folder = os.fspath(folder)
+    problem = folder_problem(os.lstat(folder), uid, forbidden)
     if problem is not None:
         raise NotPrivateError(folder, problem)
 
 
-def make_private_dirs(folder: str, uid: int | None = None) -> None:
+def make_private_dirs(folder: str | os.PathLike[str], uid: int | None = None) -> None:
     """Create ``folder`` and its missing parents by ``mkdir`` 0700, and verify each one made.
 
     What already existed is left alone (the caller checks it where it matters); what we

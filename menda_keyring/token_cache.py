@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fileutil import ensure_private_dir, write_private_file_atomically
+from .errors import ConfigError
+from .fileutil import ensure_private_dir, read_regular_file, write_private_file_atomically
 from .identity import Identity
+from .private_dir import NOT_WRITABLE, NotPrivateError, check_private_dir
 from .tokens import AccessToken
 
 CACHE_VERSION = 1
@@ -31,9 +33,34 @@ class CacheSnapshot:
     corrupt: bool
 
 
-def read_snapshot(path: Path) -> CacheSnapshot:
+def check_cache_folder(folder: Path) -> bool:
+    """Whether ``folder`` exists; raises ``ConfigError`` when it is not ours to trust.
+
+    A token found in a folder that another user can write (or that is a symbolic link,
+    or belongs to someone else) may have been planted: it is never sent anywhere.
+    """
     try:
-        raw = path.read_bytes()
+        check_private_dir(folder, forbidden=NOT_WRITABLE)
+    except FileNotFoundError:
+        return False
+    except NotPrivateError as exc:
+        raise ConfigError(
+            f"Menda token cache {exc}; not trusting the tokens in it "
+            f"(make it yours and chmod go-w {folder}, or remove it)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"Menda token cache folder {folder} cannot be inspected: {exc.strerror}"
+        ) from None
+    return True
+
+
+def read_snapshot(path: Path) -> CacheSnapshot:
+    """What the cache file holds, after checking its folder (``check_cache_folder``)."""
+    if not check_cache_folder(path.parent):
+        return CacheSnapshot({}, corrupt=False)
+    try:
+        raw = read_regular_file(path, "Menda token cache file")
     except FileNotFoundError:
         return CacheSnapshot({}, corrupt=False)
     except OSError:

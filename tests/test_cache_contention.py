@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from menda_keyring.identity import token_cache_path
+from menda_keyring.paths import token_cache_path
 from tests.conftest import CA_URL, base_env
 from tests.fakes.menda_cloud import FakeMendaCloud
 

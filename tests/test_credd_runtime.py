@@ -24,6 +24,7 @@ from anyio.from_thread import start_blocking_portal
 from menda_credd import runtime
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
+from menda_keyring import peercred
 from menda_keyring.daemon_client import DaemonUntrusted, request_line
 from menda_keyring.daemon_protocol import PingReply, PingRequest
 from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
@@ -126,16 +127,18 @@ def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:  # noqa: F811
 
 
 def test_peer_credentials_are_parsed() -> None:
-    assert runtime.parse_peercred(struct.pack("3i", 123, 1000, 100)) == 1000
-    assert runtime.parse_xucred(struct.pack("=2Ih", 0, 501, 1) + bytes(64)) == 501
+    assert peercred.parse_ucred(struct.pack("3i", 123, 1000, 100)) == (123, 1000)
+    assert peercred.parse_ucred(struct.pack("3i", 0, -1, -1)) == (None, None)
+    assert peercred.parse_xucred(struct.pack("=2Ih", 0, 501, 1) + bytes(64)) == 501
 
 
 def test_peer_uid_of_a_real_connection_is_ours() -> None:
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with left, right:
-        assert runtime.peer_uid(left) == os.getuid()
+        assert peercred.peer_uid(left) == os.getuid()
+        assert peercred.peer_credentials(left) == (os.getpid(), os.getuid())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        assert runtime.peer_uid(udp) is None
+        assert peercred.peer_uid(udp) is None
 
 
 def closed_without_answer(sock: socket.socket) -> bool:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from menda_keyring import errors
-from menda_keyring.identity import token_cache_path
 from menda_keyring.in_process import InProcessResolver
+from menda_keyring.paths import token_cache_path
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
 from tests.conftest import (

@@ -14,9 +14,9 @@ import contextlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +28,10 @@ from menda_keyring.paths import SUN_PATH_MAX, fit_sun_path, socket_path
 from menda_keyring.peercred import Peer
 from menda_keyring.private_dir import folder_problem
 from menda_keyring.procfs import pid_alive
-from tests.conftest import m2m_env
+from menda_keyring.urls import parse_codeartifact_service
+from tests.conftest import CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import IS_ROOT, credd_cli, keyring_get, wait_until
+from tests.hardening_helpers import IS_ROOT, credd_cli, keyring_get, private_tmpdir, wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
@@ -139,12 +140,9 @@ def sleeper(as_nobody: bool) -> Iterator[subprocess.Popen[bytes]]:
 @contextlib.contextmanager
 def shared_tmp() -> Iterator[Path]:
     """A short folder under /tmp that nobody may traverse (the attacker's folders go inside)."""
-    path = Path(tempfile.mkdtemp(prefix="mss-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
+    with private_tmpdir("mss-") as path:
+        path.chmod(0o755)
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def attacker_folder(parent: Path, name: str = "atk") -> Path:
@@ -153,6 +151,13 @@ def attacker_folder(parent: Path, name: str = "atk") -> Path:
     folder.chmod(0o777)  # noqa: S103 - what an attacker would do
     os.chown(folder, NOBODY, NOBODY)
     return folder
+
+
+@contextlib.contextmanager
+def attack() -> Iterator[tuple[Path, Path, subprocess.Popen[bytes]]]:
+    """A shared folder, an attacker's folder of nobody in it, and a bystander of nobody."""
+    with shared_tmp() as tmp, sleeper(as_nobody=True) as bystander:
+        yield tmp, attacker_folder(tmp), bystander
 
 
 def refusal_lines(stderr: str) -> list[str]:
@@ -182,8 +187,7 @@ def assert_in_process_token(cloud: FakeMendaCloud, env: dict[str, str], path: Pa
 def test_a_foreign_daemon_at_the_socket_path_receives_nothing(
     cloud: FakeMendaCloud, home: Path
 ) -> None:
-    with shared_tmp() as tmp, sleeper(as_nobody=True) as bystander:
-        folder = attacker_folder(tmp)
+    with attack() as (_tmp, folder, bystander):
         path = folder / "credd.sock"
         env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(path))
         with fake_daemon(path, bystander.pid, as_nobody=True) as fake:
@@ -208,8 +212,7 @@ def test_a_foreign_daemon_at_the_socket_path_receives_nothing(
 def test_a_foreign_listener_moved_into_our_folder_is_refused_by_its_peer(
     cloud: FakeMendaCloud, home: Path
 ) -> None:
-    with shared_tmp() as tmp, sleeper(as_nobody=True) as bystander:
-        folder = attacker_folder(tmp)
+    with attack() as (tmp, folder, bystander):
         mine = tmp / "mine"
         mine.mkdir(mode=0o700)
         path = mine / "credd.sock"
@@ -396,3 +399,26 @@ def test_the_daemon_refuses_a_socket_folder_another_user_made_first(tmp_path: Pa
         os.umask(old)
     for made in (fresh.parent, fresh):
         assert os.lstat(made).st_mode & 0o777 == 0o700
+
+
+def test_a_library_caller_hears_of_a_refused_socket_once(
+    cloud: FakeMendaCloud, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from menda_keyring import backend, shim
+
+    folder = home / "run"
+    folder.mkdir(mode=0o700)
+    path = folder / "credd.sock"
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(path))
+    folder.chmod(0o770)
+    target = parse_codeartifact_service(CA_URL)
+    assert target is not None
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(path))
+    try:
+        tokens = [backend.fetch_token(CA_URL, target, env) for _ in range(3)]
+    finally:
+        bound.close()
+        shim._warned.discard(str(path))  # the once-per-process memory lives in the shim
+    assert all(cloud.is_valid_registry_token(token) for token in tokens)
+    assert len(refusal_lines(capsys.readouterr().err)) == 1

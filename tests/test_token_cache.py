@@ -11,7 +11,8 @@ import pytest
 
 from menda_keyring import token_cache
 from menda_keyring.fileutil import LockTimeout, ensure_private_dir, exclusive_lock
-from menda_keyring.identity import Identity, token_cache_path
+from menda_keyring.identity import Identity
+from menda_keyring.paths import token_cache_path
 from menda_keyring.tokens import AccessToken
 
 HOST = "https://api.example.menda.cloud"
