@@ -109,6 +109,7 @@ class CredServer:
         self.connections = ConnectionManager(max_connections, broker.count)
         self.rejections = Throttle()
         self.refusals = Throttle()
+        self.accept_failures = Throttle()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         #: The accept loop's cancel scope while it runs (anyio makes scopes inside a loop).
@@ -145,7 +146,13 @@ class CredServer:
                 return
             except (anyio.BrokenResourceError, OSError) as exc:
                 # Out of file descriptors, say: the listener itself is fine; breathe and retry.
-                log.warning("accepting a connection failed: %s", exc.__cause__ or exc)
+                held = self.accept_failures.admit(time.monotonic())
+                if held is not None:
+                    log.warning(
+                        "accepting a connection failed: %s%s",
+                        exc.__cause__ or exc,
+                        f" ({held} more since the last such warning)" if held else "",
+                    )
                 await anyio.sleep(0.1)
                 continue
             handlers.start_soon(self.handle, stream)
