@@ -1,7 +1,7 @@
 """The reference for figure 5: a bare asyncio echo over a Unix socket, same framing as
 menda-credd (one JSON line in, one JSON line out, several requests per connection).
 
-``python benchmarks/echo_server.py SOCKET`` prints ``ready`` once listening and serves
+``python -m benchmarks.echo_server SOCKET`` prints ``ready`` once listening and serves
 until SIGTERM or stdin closes. Each request line is parsed and answered with a canned
 reply of the daemon's shape, so JSON costs are on both sides as in the real thing.
 """

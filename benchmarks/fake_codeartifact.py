@@ -4,7 +4,7 @@
 ``{"authorizationToken": "...", "expiration": <epoch seconds>}`` (what botocore
 parses for ``codeartifact.get_authorization_token``). Anything else is 404.
 
-As a process: ``python benchmarks/fake_codeartifact.py`` prints one JSON line
+As a process: ``python -m benchmarks.fake_codeartifact`` prints one JSON line
 ``{"url": ..., "pid": ...}`` and serves until stdin closes or SIGTERM.
 """
 
@@ -25,7 +25,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: FakeCodeArtifactServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_POST(self) -> None:

@@ -1,7 +1,7 @@
 """Figure 5: in-process latency of ``keyring.get_password`` answered by menda-credd, and of a
 bare echo over the same kind of Unix socket (the reference).
 
-``python benchmarks/latency.py --url URL --echo-socket PATH --calls N`` (the daemon's socket
+``python -m benchmarks.latency --url URL --echo-socket PATH --calls N`` (the daemon's socket
 comes from ``MENDA_CREDD_SOCKET`` as for every caller) prints one JSON line with
 percentiles in microseconds. Both loops interleave in blocks so noise hits them equally.
 """

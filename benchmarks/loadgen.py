@@ -2,7 +2,7 @@
 requests back to back (one JSON line each way, several requests per connection as the
 daemon allows), for a duration or for a number of requests.
 
-``python benchmarks/loadgen.py --socket PATH --spec FILE --connections 64 --seconds 10``
+``python -m benchmarks.loadgen --socket PATH --spec FILE --connections 64 --seconds 10``
 or ``--requests 100000``. FILE holds JSON ``[[service, env], ...]``: request ``i`` uses
 entry ``i % len``. Prints one JSON line: answers, errors, seconds, answers_per_s.
 """

@@ -8,18 +8,18 @@ ready, so a day passes in seconds. The Broker takes the same virtual time as its
 Worker threads (the flow reads and writes the shared token cache in anyio's
 ``to_thread``) are waited for in real time, never skipped over.
 
-``python benchmarks/simday.py [--pairs 8] [--interval 300]`` prints one JSON line.
+``python -m benchmarks.simday [--pairs 8] [--interval 300]`` prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import random
 import secrets
-import selectors
 import statistics
 import sys
 import tempfile
@@ -30,53 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tests.support.virtual_clock import VirtualClockLoop
+
 DAY = 86400.0
-
-
-class VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    loop: VirtualClockLoop
-
-    def select(self, timeout: float | None = None) -> list:
-        loop = self.loop
-        if loop.pending_threads > 0 or loop.threads_busy():
-            # A worker thread is busy: wait for it in real time, and let virtual time
-            # advance only by what really passed.
-            wait = 0.05 if timeout is None else min(timeout, 0.05)
-            t0 = time.perf_counter()
-            events = super().select(wait)
-            loop.vt += min(time.perf_counter() - t0, wait)
-            return events
-        events = super().select(0)
-        if events:
-            return events
-        if timeout is None:
-            return super().select(None)
-        loop.vt += timeout
-        return []
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    def __init__(self) -> None:
-        self.vt = 0.0
-        self.pending_threads = 0
-        #: anyio's worker threads (``to_thread``) do not go through run_in_executor.
-        self.threads_busy: Any = lambda: False
-        selector = VirtualSelector()
-        selector.loop = self
-        super().__init__(selector)
-
-    def time(self) -> float:
-        return self.vt
-
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future:
-        future = super().run_in_executor(executor, func, *args)
-        self.pending_threads += 1
-
-        def done(_: object) -> None:
-            self.pending_threads -= 1
-
-        future.add_done_callback(done)
-        return future
 
 
 def rfc3339(ts: float) -> str:
@@ -253,7 +209,7 @@ async def scenario(
         gaps: list[float] = []
         first_gaps: list[float] = []
         for times in in_outage.values():
-            g = [b - a for a, b in zip(times, times[1:], strict=False)]
+            g = [b - a for a, b in itertools.pairwise(times)]
             gaps.extend(g)
             if g:
                 first_gaps.append(g[0])

@@ -5,4 +5,6 @@ keeps CodeArtifact tokens in memory only, single-flights exchanges with
 menda-cloud and refreshes tokens in use before they expire.
 """
 
-__version__ = "0.1.0"
+from menda_keyring import __version__
+
+__all__ = ["__version__"]

@@ -22,12 +22,12 @@ from menda_keyring.identity import (
     ENV_HOST,
     ENV_PROFILE,
     Identity,
-    config_path,
     home_from_env,
     identity_from_profile,
     read_config,
     resolve_identity,
 )
+from menda_keyring.paths import config_path
 from menda_keyring.retry import ceiling_from_env
 
 #: Bound of each warm-path memo (env -> identity, service -> registry).

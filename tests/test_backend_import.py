@@ -13,8 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import CA_URL, m2m_env
+import pytest
+
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, m2m_env
+
+pytestmark = pytest.mark.cli  # subprocesses resolving in process, no daemon
 
 #: Ours that may load with the backend: the package, the backend and the URL rules.
 ALLOWED_OURS = {"menda_keyring", "menda_keyring.backend", "menda_keyring.urls"}

@@ -1,33 +1,40 @@
-"""The benchmark keeps working: ``benchmarks/run.py --quick`` runs and its JSON has every
-figure. The targets are judged from a full run, never asserted here; the only timed bound
-is a very generous one on the whole quick run."""
+"""The benchmark keeps working: ``python -m benchmarks.run --quick`` runs and its JSON has
+every figure. The targets are judged from a full run, never asserted here; the only timed
+bound is a very generous one on the quick run's figures (the time it reports for its steps,
+well inside the subprocess's hang guard)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = "skipped: daemon not available"
+#: The quick run's figures take about a minute on 2 busy cores (set-up apart: the first run
+#: also builds benchmarks/.venvs); past this something is wrong. The hang guard is apart.
+QUICK_BOUND_S = 300
+HANG_GUARD_S = 900
 
 
+@pytest.mark.timeout(HANG_GUARD_S + 60)
 def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
-    t0 = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD_S,
     )
-    elapsed = time.monotonic() - t0
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert elapsed < 600
     result = json.loads(out.read_text())
+    steps = result["step_seconds"]
+    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday"}
+    assert sum(steps.values()) < QUICK_BOUND_S, steps
     assert result["mode"] == "quick"
     assert len(result["loadavg_start"]) == 3
     assert not result.get("errors"), result.get("errors")
@@ -87,7 +94,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         )
         for key in ("rss_mb_start", "rss_mb_after_hot", "rss_mb_after_many", "rss_mb_after_idle"):
             assert tp[key] > 0
-        assert tp["idle_cpu_seconds"] >= 0
+        # A daemon busy through its idle time would use the whole of it.
+        assert 0 <= tp["idle_cpu_seconds"] < tp["idle_seconds"] / 2, tp
         many = tp["many_identities"]
         assert many["cold_first_touch"]["answers"] + many["warm"]["answers"] == many["answers"]
 

@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 from menda_keyring.paths import token_cache_path
-from tests.conftest import CA_URL, base_env
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, base_env
 
 RESOLVER = textwrap.dedent(
     """
@@ -76,7 +76,7 @@ def test_fifty_refreshing_processes_and_a_cli_writer_lose_nothing(home: Path) ->
                 subprocess.Popen(
                     [sys.executable, "-c", RESOLVER, CA_URL, str(rounds)],
                     env=env,
-                    preexec_fn=lambda: os.umask(0),  # noqa: PLW1509 - the point of the test
+                    preexec_fn=lambda: os.umask(0),  # the point of the test
                 )
             )
         codes = [p.wait(timeout=300) for p in procs]

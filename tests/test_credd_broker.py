@@ -27,7 +27,7 @@ from menda_keyring.errors import DaemonBusy, MendaError, ResolutionTimeoutError
 from menda_keyring.identity import Identity, resolve_identity
 from menda_keyring.retry import Deadline, RetryPolicy
 from menda_keyring.urls import RegistryTarget
-from tests.virtual_clock import run_virtual
+from tests.support.virtual_clock import run_virtual
 
 TARGET = RegistryTarget("menda-private", "058264169513", "eu-west-1")
 #: Four tries, with retry waits short enough for a unit test.

@@ -18,17 +18,11 @@ import pytest
 from menda_credd import service
 from menda_keyring.daemon_client import round_trip
 from menda_keyring.daemon_protocol import Reply, TokenReply, get_request
-from tests.credd_helpers import (
-    CA_URL,
-    Daemon,
-    base_env,
-    credd,
-    keyring_get,
-    m2m_env_for,
-    sockdir,  # noqa: F401 - fixture
-    wait_until,
-)
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, base_env, m2m_env
+from tests.support.procs import credd, keyring_get
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or (
@@ -151,7 +145,7 @@ def test_install_service_dry_run_prints_and_touches_nothing(tmp_path: Path) -> N
 # -- life cycle ------------------------------------------------------------------------------
 
 
-def test_a_second_daemon_never_steals_a_live_socket(home: Path, sockdir: Path) -> None:  # noqa: F811
+def test_a_second_daemon_never_steals_a_live_socket(home: Path, sockdir: Path) -> None:
     env = base_env(home)
     with Daemon(env, sockdir / "c.sock") as first:
         before = os.lstat(first.socket).st_ino
@@ -166,7 +160,7 @@ def test_a_second_daemon_never_steals_a_live_socket(home: Path, sockdir: Path) -
     assert not os.path.exists(first.socket), "SIGTERM removes the socket"
 
 
-def test_a_stale_socket_file_is_replaced(home: Path, sockdir: Path) -> None:  # noqa: F811
+def test_a_stale_socket_file_is_replaced(home: Path, sockdir: Path) -> None:
     path = str(sockdir / "c.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(path)  # bound, never listening, closed: a socket file nobody serves
@@ -176,7 +170,7 @@ def test_a_stale_socket_file_is_replaced(home: Path, sockdir: Path) -> None:  # 
     assert "removing stale socket" in daemon.log()
 
 
-def test_a_socket_folder_open_to_others_is_refused(home: Path, sockdir: Path) -> None:  # noqa: F811
+def test_a_socket_folder_open_to_others_is_refused(home: Path, sockdir: Path) -> None:
     sockdir.chmod(0o755)
     result = credd("start", "--foreground", "--socket", str(sockdir / "c.sock"), env=base_env(home))
     assert result.returncode == 1
@@ -187,9 +181,9 @@ def test_a_socket_folder_open_to_others_is_refused(home: Path, sockdir: Path) ->
 def test_sigterm_finishes_requests_in_flight_then_exits_0(
     cloud: FakeMendaCloud,
     home: Path,
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
-    env = m2m_env_for(home, cloud, sockdir / "c.sock")
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
     daemon = Daemon(env, env["MENDA_CREDD_SOCKET"]).start()
     cloud.inject("registry", delay=2.0)
     answers: list[Reply] = []
@@ -214,9 +208,11 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
 def test_status_human_output_and_idle_timeout_from_the_environment(
     cloud: FakeMendaCloud,
     home: Path,
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
-    env = m2m_env_for(home, cloud, sockdir / "c.sock", MENDA_CREDD_IDLE_TIMEOUT="90m")
+    env = m2m_env(
+        home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"), MENDA_CREDD_IDLE_TIMEOUT="90m"
+    )
     with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:
         assert keyring_get(env).returncode == 0
         human = credd("status", env=env)
@@ -249,7 +245,7 @@ os.execv(sys.executable, [sys.executable, "-m", "menda_credd", "start", "--foreg
 def test_socket_activation_and_sd_notify(
     cloud: FakeMendaCloud,
     home: Path,
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
     path = str(sockdir / "activated.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -258,7 +254,7 @@ def test_socket_activation_and_sd_notify(
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(sockdir / "notify"))
     notify.settimeout(30)
-    env = m2m_env_for(home, cloud, path, NOTIFY_SOCKET=str(sockdir / "notify"))
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(path), NOTIFY_SOCKET=str(sockdir / "notify"))
     # The daemon must take fd 3, not bind its own: point its own rule somewhere else.
     daemon_env = {**env, "MENDA_CREDD_SOCKET": str(sockdir / "elsewhere.sock")}
     log = open(sockdir / "activated.log", "wb")  # noqa: SIM115
@@ -296,7 +292,7 @@ def test_socket_activation_and_sd_notify(
 
 def test_detached_start_makes_private_folders_under_a_loose_umask(
     home: Path,
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
     env = base_env(home, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
     started = subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,27 +13,24 @@ import pytest
 
 from menda_keyring.daemon_client import request_line, round_trip
 from menda_keyring.daemon_protocol import TokenReply, get_request
-from tests.credd_helpers import (
+from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import (
     CA_URL,
     CLIENT_SECRET,
-    KEYRING,
-    Daemon,
-    credd,
-    error_of,
-    keyring_get,
-    m2m_env_for,
-    raw_exchange,
-    sockdir,  # noqa: F401 - fixture
-    wait_until,
+    m2m_env,
     write_profile,
     write_user_token,
 )
-from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.errors import typed_error
+from tests.support.procs import credd, keyring_get, keyring_herd
+from tests.support.sockets import raw_exchange
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
-def env(home: Path, cloud: FakeMendaCloud, sockdir: Path) -> dict[str, str]:  # noqa: F811
-    return m2m_env_for(home, cloud, sockdir / "c.sock")
+def env(home: Path, cloud: FakeMendaCloud, sockdir: Path) -> dict[str, str]:
+    return m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
 
 
 @pytest.fixture
@@ -73,19 +69,9 @@ def test_a_cold_herd_of_64_processes_makes_one_oauth_and_one_registry_exchange(
     cloud.inject("oauth", delay=0.5)  # a slow first exchange: everybody piles up behind it
     # Not niced: 64 interpreters starting at once starve the daemon of CPU for seconds on
     # two cores; the shim keeps waiting for a daemon that is runnable (starved, not wedged).
-    procs = [
-        subprocess.Popen(
-            [KEYRING, "get", CA_URL, "aws"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(64)
-    ]
-    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
-    assert all(code == 0 for _, code in results), [err for (_, err), _ in results][:3]
-    tokens = {out.strip() for (out, _), _ in results}
+    runs = keyring_herd(env, 64)
+    assert all(run.ok for run in runs), [run.describe() for run in runs if not run.ok][:3]
+    tokens = {run.stdout.strip() for run in runs}
     assert len(tokens) == 1
     assert cloud.counts() == {"oauth": 1, "oauth_ok": 1, "registry": 1, "registry_ok": 1}
     counters = daemon.counters()
@@ -290,7 +276,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     write_profile(home, f"[default]\nhost = {cloud.url}\n")
     before = keyring_get(u2m_env)
     assert before.returncode == 1
-    assert error_of(before.stderr)[0] == "NoCachedLoginError"
+    assert typed_error(before.stderr)[0] == "NoCachedLoginError"
 
     token, expires = cloud.issue_user_token("alice")
     write_user_token(home, "default", token, expires, cloud.url)  # menda auth login
@@ -303,7 +289,7 @@ def test_new_login_and_config_edits_are_noticed_without_restart(
     (home / ".menda" / "tokens" / "cache" / ".token").write_text('{"version": 1, "tokens": {}}')
     logged_out = keyring_get(u2m_env)
     assert logged_out.returncode == 1
-    assert error_of(logged_out.stderr)[0] == "NoCachedLoginError"
+    assert typed_error(logged_out.stderr)[0] == "NoCachedLoginError"
 
     # Signing in as someone else never gets the previous user's registry token.
     token, expires = cloud.issue_user_token("bob")

@@ -3,23 +3,16 @@ same error class and same message, case by case, through the real keyring CLI.""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.credd_helpers import (
-    CA_URL,
-    Daemon,
-    base_env,
-    error_of,
-    keyring_get,
-    short_socket_dir,
-    write_profile,
-    write_user_token,
-)
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, base_env, short_tmpdir, write_profile, write_user_token
+from tests.support.errors import typed_error
+from tests.support.procs import keyring_get
 
 SECRET = "parity-sentinel-secret-93af"
 UNKNOWN_DOMAIN_URL = CA_URL.replace("menda-private-", "nosuch-")
@@ -27,18 +20,16 @@ UNKNOWN_DOMAIN_URL = CA_URL.replace("menda-private-", "nosuch-")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeMendaCloud, Daemon]]:
-    sock = short_socket_dir()
     home = tmp_path_factory.mktemp("daemon-home")
-    with FakeMendaCloud() as cloud:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         for client in ("env-ok", "profile-ok", "forbidden", "flaky"):
             cloud.add_client(client, SECRET)
         cloud.forbid("client:forbidden", "menda-private")
-        daemon = Daemon(base_env(home), sock / "c.sock").start()
+        daemon = Daemon(base_env(home), tmp / "run" / "c.sock").start()
         try:
             yield cloud, daemon
         finally:
             assert daemon.stop() == 0, daemon.log()
-            shutil.rmtree(sock, ignore_errors=True)
 
 
 def trio(cloud: FakeMendaCloud, client: str, secret: str = SECRET) -> dict[str, str]:
@@ -182,16 +173,16 @@ def test_daemon_and_in_process_give_the_same_answer(
         else:
             assert daemon.counters()["requests"] == requests_before, "the daemon was not asked"
         answers[mode] = result
-        assert SECRET not in result.stderr + result.stdout.replace(SECRET, "")
+        assert SECRET not in result.stdout, "the client secret on stdout"
+        assert SECRET not in result.stderr, "the client secret on stderr"
         if expected_error is None:
             assert result.returncode == 0, result.stderr
             assert cloud.is_valid_registry_token(result.stdout.strip())
         else:
             assert result.returncode == 1
-            error = error_of(result.stderr)
-            assert error is not None and error[0] == expected_error, result.stderr
-    daemon_line = str(error_of(answers["daemon"].stderr))
-    local_line = str(error_of(answers["in-process"].stderr))
+            assert typed_error(result.stderr)[0] == expected_error, result.stderr
+    daemon_line = str(typed_error(answers["daemon"].stderr))
+    local_line = str(typed_error(answers["in-process"].stderr))
     # Homes differ by name only: compare with the folder names made equal.
     assert daemon_line.replace("/daemon/", "/X/") == local_line.replace("/in-process/", "/X/")
     assert answers["daemon"].returncode == answers["in-process"].returncode

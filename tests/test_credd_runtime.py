@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import socket
 import stat
 import struct
@@ -16,10 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import anyio
 import pytest
-from anyio.abc import TaskStatus
-from anyio.from_thread import start_blocking_portal
 
 from menda_credd import runtime
 from menda_credd.broker import Broker
@@ -27,7 +23,9 @@ from menda_credd.server import CredServer
 from menda_keyring import peercred
 from menda_keyring.daemon_client import DaemonUntrusted, request_line
 from menda_keyring.daemon_protocol import PingReply, PingRequest
-from tests.credd_helpers import CA_URL, short_socket_dir, sockdir, wait_until  # noqa: F401
+from tests.support.env import CA_URL, short_tmpdir
+from tests.support.server import serve_in_thread
+from tests.support.waiting import wait_until
 
 IS_ROOT = os.geteuid() == 0
 
@@ -86,7 +84,7 @@ def test_socket_dir_symlink_or_file_is_refused(tmp_path: Path) -> None:
         runtime.check_private_dir(str(afile), os.getuid())
 
 
-def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:  # noqa: F811
+def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:
     path = str(sockdir / "c.sock")
     old = os.umask(0)
     try:
@@ -108,7 +106,7 @@ def test_socket_is_0600_even_under_a_permissive_umask(sockdir: Path) -> None:  #
     assert not os.path.exists(path)
 
 
-def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:  # noqa: F811
+def test_the_life_lock_admits_one_daemon(sockdir: Path) -> None:
     path = str(sockdir / "c.sock")
     first = runtime.acquire_daemon_lock(path)
     assert first is not None
@@ -148,38 +146,16 @@ def closed_without_answer(sock: socket.socket) -> bool:
         return True
 
 
-def _serve_in_thread(server: CredServer, path: str):  # noqa: ANN202
-    """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
-    portal_cm = start_blocking_portal(backend="asyncio")
-    portal = portal_cm.__enter__()
-
-    async def main(*, task_status: TaskStatus[None]) -> None:
-        async with server.broker:  # the broker's timers run while the server does
-            listener = await anyio.create_unix_listener(path)
-            await server.serve(listener, task_status=task_status)
-
-    serving, _ = portal.start_task(main)
-
-    def stop() -> None:
-        try:
-            portal.call(server.shutdown, 1.0)
-            serving.result(30)
-        finally:
-            portal_cm.__exit__(None, None, None)
-
-    return stop
-
-
 async def _never(*_args: object) -> object:
     raise AssertionError("no upstream call expected")
 
 
-def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> None:  # noqa: F811
+def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     # The server serves a uid that is not ours: our own connection is the foreign peer.
     server = CredServer(broker, path, uid=os.getuid() + 4242)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(10)
@@ -197,12 +173,16 @@ def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> N
     reason="needs root (to connect as another uid) and /usr/bin/python3",
 )
 def test_a_real_other_user_is_rejected() -> None:
-    open_dir = short_socket_dir()
-    open_dir.chmod(0o777)  # noqa: S103 - the test wants a foreign peer to reach the socket
+    with short_tmpdir() as open_dir:
+        check_a_real_other_user_is_rejected(open_dir)
+
+
+def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
+    open_dir.chmod(0o777)  # so that a foreign peer reaches the socket
     path = str(open_dir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         os.chmod(path, 0o777)  # noqa: S103
         result = subprocess.run(
@@ -224,7 +204,6 @@ def test_a_real_other_user_is_rejected() -> None:
         assert isinstance(pong, PingReply) and pong.pid == os.getpid()
     finally:
         stop()
-        shutil.rmtree(open_dir, ignore_errors=True)
 
 
 FOREIGN_PEER = """
@@ -247,11 +226,11 @@ def _ping(sock: socket.socket) -> bool:
     return b'"pid"' in sock.recv(1000)
 
 
-def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> None:  # noqa: F811
+def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     socks = []
     try:
         for _ in range(2):
@@ -276,7 +255,7 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> Non
 
 
 def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
     tmp_path: Path,
 ) -> None:
     path = str(sockdir / "s.sock")
@@ -287,7 +266,7 @@ def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
 
     broker = Broker(hung_upstream)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     env = {
         "HOME": str(tmp_path),
         "MENDA_CLIENT_ID": "c",
@@ -318,10 +297,10 @@ def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
         stop()
 
 
-def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:  # noqa: F811
+def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.5)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog:
             hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -338,10 +317,10 @@ def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:  # noqa: F
         stop()
 
 
-def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:  # noqa: F811
+def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.3)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(20)
@@ -353,12 +332,12 @@ def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> N
 
 
 def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
-    sockdir: Path,  # noqa: F811
+    sockdir: Path,
 ) -> None:
     """One timer per connection, re-armed: only a read lasting the whole timeout ends it."""
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.5)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(20)
@@ -387,7 +366,7 @@ def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
 # -- systemd ---------------------------------------------------------------------------------
 
 
-def test_sd_notify_reaches_path_and_abstract_sockets(sockdir: Path) -> None:  # noqa: F811
+def test_sd_notify_reaches_path_and_abstract_sockets(sockdir: Path) -> None:
     path = str(sockdir / "notify")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)

@@ -10,24 +10,19 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
-from anyio.from_thread import start_blocking_portal
 
 from menda_credd import status_report
 from menda_credd.connections import Throttle
 from menda_credd.server import CredServer
 from menda_keyring.daemon_protocol import MAX_REPLY, StatusReply, encode_reply
+from tests.support.procs import Run, credd
+from tests.support.server import serving
 
 ENTRIES = 5000
 STATES = ("valid", "refreshing", "expired", "exchanging")
@@ -83,48 +78,9 @@ def synthetic_rows(count: int, error_size: int = 120) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mcd-st-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class Serving:
-    """A CredServer on a real socket in a background event loop."""
-
-    def __init__(self, server: CredServer, path: str) -> None:
-        self.server = server
-        self.path = path
-
-    def __enter__(self) -> Serving:
-        self._portal_cm = start_blocking_portal(backend="asyncio")
-        portal = self._portal_cm.__enter__()
-        self._portal = portal
-        listener = portal.call(anyio.create_unix_listener, self.path)
-        self._serving = portal.start_task_soon(self.server.serve, listener)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._portal.call(self.server.shutdown, 1.0)
-            self._serving.result(30)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-
-
-def credd(*args: str, path: str, home: Path) -> subprocess.CompletedProcess[str]:
+def status(*args: str, path: str, home: Path) -> Run:
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "MENDA_CREDD_SOCKET": path}
-    return subprocess.run(
-        [sys.executable, "-m", "menda_credd", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return credd("status", *args, env=env)
 
 
 def test_thousands_of_entries_give_a_bounded_status_and_json(sockdir: Path, tmp_path: Path) -> None:
@@ -132,9 +88,9 @@ def test_thousands_of_entries_give_a_bounded_status_and_json(sockdir: Path, tmp_
     rows = synthetic_rows(ENTRIES)
     server = CredServer(BigBroker(rows), path)  # type: ignore[arg-type]
     assert len(encode_reply(StatusReply(server.status()))) < MAX_REPLY
-    with Serving(server, path):
-        as_json = credd("status", "--json", path=path, home=tmp_path)
-        as_text = credd("status", path=path, home=tmp_path)
+    with serving(server, path):
+        as_json = status("--json", path=path, home=tmp_path)
+        as_text = status(path=path, home=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
     assert len(as_json.stdout) < MAX_REPLY
@@ -163,8 +119,8 @@ def test_huge_rows_are_cut_by_bytes_before_the_reply_outgrows_the_client(
     path = str(sockdir / "credd.sock")
     rows = synthetic_rows(2000, error_size=4000)  # about 8 MB of rows
     server = CredServer(BigBroker(rows), path)  # type: ignore[arg-type]
-    with Serving(server, path):
-        as_json = credd("status", "--json", path=path, home=tmp_path)
+    with serving(server, path):
+        as_json = status("--json", path=path, home=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
     kept = len(report["entries"])
@@ -207,7 +163,7 @@ def test_a_burst_of_foreign_peers_logs_one_warning_and_counts_them_all(
     # The server serves a uid that is not ours: our own connections are foreign peers.
     server = CredServer(broker, path, uid=os.getuid() + 4242)  # type: ignore[arg-type]
     caplog.set_level(logging.WARNING, logger="menda_credd.server")
-    with Serving(server, path):
+    with serving(server, path):
         for _ in range(50):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(10)

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from menda_keyring.daemon_protocol import MAX_LINE
-from tests.credd_helpers import Daemon, base_env, raw_exchange, sockdir  # noqa: F401
+from tests.support.daemon import Daemon
+from tests.support.env import base_env
+from tests.support.sockets import raw_exchange
 
 NOT_OURS = "https://pypi.org/simple/"
 
 
 @pytest.fixture
-def daemon(home: Path, sockdir: Path) -> Iterator[Daemon]:  # noqa: F811
+def daemon(home: Path, sockdir: Path) -> Iterator[Daemon]:
     with Daemon(base_env(home), sockdir / "c.sock") as running:
         yield running
     assert running.proc is not None and running.proc.returncode == 0, running.log()

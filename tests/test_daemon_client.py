@@ -21,10 +21,10 @@ from menda_keyring.daemon_client import (
 from menda_keyring.daemon_protocol import Reply, TokenReply, get_request
 from menda_keyring.peercred import peer_credentials
 from menda_keyring.procfs import waiting_for_cpu as _waiting_for_cpu
-from tests.conftest import CA_URL
-from tests.credd_helpers import Daemon, m2m_env_for
-from tests.credd_helpers import sockdir as sockdir  # noqa: F401 - a fixture
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, m2m_env
+from tests.support.waiting import wait_until
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
@@ -35,10 +35,12 @@ def state_of(pid: int) -> bytes:
 
 
 def wait_for_state(pid: int, wanted: bytes, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while state_of(pid) != wanted:
-        assert time.monotonic() < end, f"process {pid} never reached state {wanted!r}"
-        time.sleep(0.01)
+    wait_until(
+        lambda: state_of(pid) == wanted,
+        timeout,
+        interval=0.01,
+        what=f"process {pid} to reach state {wanted!r}",
+    )
 
 
 @linux_only
@@ -140,7 +142,7 @@ def test_a_library_caller_reuses_one_connection_and_survives_a_daemon_restart(
     from menda_keyring.backend import fetch_token
     from menda_keyring.urls import parse_codeartifact_service
 
-    env = m2m_env_for(home, cloud, sockdir / "c.sock")
+    env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
     target = parse_codeartifact_service(CA_URL)
     assert target is not None
     with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:

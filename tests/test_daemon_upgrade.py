@@ -12,22 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from menda_credd import __version__ as CLI_VERSION
 from menda_keyring.daemon_client import IDLE_TIMEOUT
-from tests.conftest import BIN, CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, m2m_env
+from tests.support.procs import credd, keyring_get
 
 Answer = Callable[[dict], dict]
 
@@ -118,37 +115,6 @@ def older_release_same_protocol(request: dict) -> dict:
         }
         return {"v": 1, "ok": True, "status": status}
     return {"v": 1, "ok": True, "password": None}
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="mcd-up-", dir="/tmp"))  # 0700, short for sun_path
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def keyring_get(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "keyring"), "get", CA_URL, "aws"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def credd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "menda_credd", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("answer", [newer_release, refuses_our_version, busy])

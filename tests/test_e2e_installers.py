@@ -29,29 +29,24 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import CompletedProcess
 
 import pytest
 
-from tests.conftest import CA_URL
-from tests.e2e_helpers import (
+from tests.fakes.wheels import GREETING
+from tests.fakes.world import FakeWorld
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, short_tmpdir
+from tests.support.installers import (
     PIP,
     UV,
-    CredDaemon,
     Sandbox,
-    check,
-    credd_available,
-    describe,
     import_greeting,
     installer_env,
     make_venv,
-    run,
-    short_run_dir,
     url_password,
     without_identity,
 )
-from tests.fakes.wheels import GREETING
-from tests.fakes.world import FakeWorld
+from tests.support.procs import Run, run
 
 #: What a uv project declares: the bare index URL, no user name, no password.
 PROJECT_INDEX_URL = CA_URL.replace("https://aws@", "https://")
@@ -69,10 +64,6 @@ def world() -> Iterator[FakeWorld]:
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
-    if request.param == "daemon":
-        why = credd_available()
-        if why is not None:
-            pytest.skip(f"TODO daemon mode: {why}")
     return request.param
 
 
@@ -85,7 +76,7 @@ class Case:
     mode: str
     tmp: Path
     env: dict[str, str]
-    daemon: CredDaemon | None
+    daemon: Daemon | None
     tokens_before: set[str]
 
     def new_tokens(self) -> set[str]:
@@ -94,7 +85,7 @@ class Case:
 
 @pytest.fixture
 def case(world: FakeWorld, mode: str, tmp_path: Path) -> Iterator[Case]:
-    with short_run_dir() as run_dir:
+    with short_tmpdir() as run_dir:
         box = Sandbox.create(tmp_path / "sandbox", run_dir)
         identity = {
             "MENDA_CLIENT_ID": world.client_id,
@@ -109,7 +100,7 @@ def case(world: FakeWorld, mode: str, tmp_path: Path) -> Iterator[Case]:
         if mode == "daemon":
             # Started with the identity in its own environment: a caller without one must
             # still get nothing (identity travels with each request, never from the daemon).
-            daemon = CredDaemon(env, box.socket, tmp_path / "credd.log").start()
+            daemon = Daemon(env, box.socket, log_path=tmp_path / "credd.log").start()
         try:
             yield Case(world, box, mode, tmp_path, env, daemon, tokens)
         finally:
@@ -121,7 +112,7 @@ def case(world: FakeWorld, mode: str, tmp_path: Path) -> Iterator[Case]:
 class Outcome:
     """What an installer run left behind, for the assertions."""
 
-    results: list[CompletedProcess[str]]
+    results: list[Run]
     index_url: str
     python: Path | str
     pythonpath: Path | None = None
@@ -129,7 +120,7 @@ class Outcome:
     notes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
-    def last(self) -> CompletedProcess[str]:
+    def last(self) -> Run:
         return self.results[-1]
 
     def output(self) -> str:
@@ -274,7 +265,7 @@ def test_installs_through_the_keyring_backend(case: Case, kind: str) -> None:
     world = case.world
     outcome = INSTALLERS[kind](case, case.env)
     for result in outcome.results:
-        check(result)
+        result.check()
 
     # The installer was given no password: whatever authenticated came from keyring.
     assert url_password(outcome.index_url) is None
@@ -282,7 +273,7 @@ def test_installs_through_the_keyring_backend(case: Case, kind: str) -> None:
     assert not (case.box.home / ".netrc").exists()
 
     imported = import_greeting(outcome.python, pythonpath=outcome.pythonpath)
-    assert imported.returncode == 0, describe(imported)
+    assert imported.returncode == 0, imported.describe()
     greeting, _, origin = imported.stdout.strip().partition("\n")
     assert greeting == GREETING
     if outcome.pythonpath is not None:
@@ -336,10 +327,10 @@ FAILURE_TEXT = {
 def test_without_an_identity_the_install_fails_clearly(case: Case, kind: str) -> None:
     assert not (case.box.home / ".menda" / "mendacfg").exists()
     outcome = INSTALLERS[kind](case, without_identity(case.env))
-    assert outcome.last.returncode != 0, describe(outcome.last)
+    assert outcome.last.returncode != 0, outcome.last.describe()
     text = outcome.output()
     for expected in FAILURE_TEXT[kind]:
-        assert expected in text, describe(outcome.last)
+        assert expected in text, outcome.last.describe()
     if CONFIG_NOT_FOUND in FAILURE_TEXT[kind][0]:
         assert str(case.box.home / ".menda" / "mendacfg") in text
 

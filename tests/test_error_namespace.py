@@ -18,8 +18,10 @@ import pytest
 import menda.error.exceptions as exceptions
 from menda_keyring import errors
 from menda_keyring.backend import MendaCodeArtifactKeyring
-from tests.conftest import BIN, CA_URL, CLIENT_ID, write_profile
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import BIN, CA_URL, CLIENT_ID, write_profile
+
+pytestmark = pytest.mark.cli  # subprocesses, a wheel build and a fresh venv; no daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 

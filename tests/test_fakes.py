@@ -29,6 +29,7 @@ from tests.fakes.https_proxy import DEFAULT_HOST, FakeHttpsProxy
 from tests.fakes.menda_cloud import FakeCloudControl, FakeMendaCloud
 from tests.fakes.wheels import GREETING, build_wheel
 from tests.fakes.world import FakeWorld
+from tests.support.procs import run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID, CLIENT_SECRET = "ci-client", "ci-secret"
@@ -411,7 +412,9 @@ def test_control_client_matches_in_process_api(cloud: FakeMendaCloud) -> None:
     with pytest.raises(RuntimeError):
         ctl.inject("bogus", status=500)
     with pytest.raises(RuntimeError):
-        ctl._call("POST", "clients", {"client_id": "x"})
+        ctl.add_client("x")  # no secret
+    with pytest.raises(AttributeError):
+        ctl.start  # noqa: B018 - not something another process may call
 
 
 # -- wheels and the index ----------------------------------------------------------------
@@ -594,12 +597,6 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     return {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **extra}
 
 
-def run(
-    cmd: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def assert_imports(venv: Path) -> None:
     out = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import menda_hello; print(menda_hello.GREETING)"],
@@ -624,18 +621,20 @@ def test_uv_pip_install_through_the_proxy(world: FakeWorld, tmp_path: Path) -> N
         UV_NO_CACHE="1",
         UV_NO_CONFIG="1",
     )
-    made = run([str(uv), "venv", "--python", sys.executable, str(venv)], env)
+    made = run([str(uv), "venv", "--python", sys.executable, str(venv)], env, timeout=120)
     assert made.returncode == 0, made.stderr
     install = [str(uv), "pip", "install", "--python", str(venv / "bin" / "python")]
 
     world.index.reset_counts()
-    denied = run([*install, "--index-url", world.index_url(), "menda-hello"], env)
+    denied = run([*install, "--index-url", world.index_url(), "menda-hello"], env, timeout=120)
     assert denied.returncode != 0
     assert world.index.counts()["unauthorized"] >= 1
 
     connects = world.proxy.counts()["connect_ok"]
     token = world.registry_token()
-    done = run([*install, "--index-url", world.index_url(token=token), "menda-hello"], env)
+    done = run(
+        [*install, "--index-url", world.index_url(token=token), "menda-hello"], env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert world.proxy.counts()["connect_ok"] > connects
     assert world.index.counts()["downloads"] >= 1
@@ -657,7 +656,7 @@ def test_pip_install_through_the_proxy(world: FakeWorld, tmp_path: Path, which: 
     home, venv = tmp_path / "home", tmp_path / "venv"
     home.mkdir()
     base_env = clean_env(home, UV_PYTHON_DOWNLOADS="never", UV_NO_CACHE="1", UV_NO_CONFIG="1")
-    made = run([str(uv), "venv", "--python", sys.executable, str(venv)], base_env)
+    made = run([str(uv), "venv", "--python", sys.executable, str(venv)], base_env, timeout=120)
     assert made.returncode == 0, made.stderr
     if which == "venv-pip":
         wheel = _bundled_pip_wheel()
@@ -666,6 +665,7 @@ def test_pip_install_through_the_proxy(world: FakeWorld, tmp_path: Path, which: 
         seeded = run(
             [str(uv), "pip", "install", "--python", str(venv / "bin" / "python"), str(wheel)],
             base_env,
+            timeout=120,
         )
         assert seeded.returncode == 0, seeded.stderr
         pip = [str(venv / "bin" / "pip")]
@@ -689,7 +689,7 @@ def test_pip_install_through_the_proxy(world: FakeWorld, tmp_path: Path, which: 
         world.index_url(token=token),
         "menda-hello",
     ]
-    done = run(cmd, env)
+    done = run(cmd, env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert world.index.counts()["downloads"] >= 1
     assert_imports(venv)

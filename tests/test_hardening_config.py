@@ -13,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening_helpers import (
-    Daemon,
-    Run,
-    clean_env,
-    keyring_get,
-    private_tmpdir,
-    typed_error,
-    write_profile,
-    write_user_token,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import base_env, short_tmpdir, write_profile, write_user_token
+from tests.support.errors import typed_error
+from tests.support.procs import Run, keyring_get
 
 SECRET = "SENTINEL-SECRET-config-" + secrets.token_hex(4)
 #: uv shows keyring's stderr to the user twice per index: an error must stay readable.
@@ -212,7 +206,7 @@ LONG_CASES = [
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    with private_tmpdir() as tmp, Daemon(clean_env(tmp / "home"), tmp / "run" / "c.sock") as d:
+    with short_tmpdir() as tmp, Daemon(base_env(tmp / "home"), tmp / "run" / "c.sock") as d:
         yield d
         assert d.alive(), d.log()
 
@@ -227,7 +221,7 @@ def run_both(case: Bad, daemon: Daemon, tmp_path: Path) -> tuple[Path, dict[str,
     results = {}
 
     def one(mode: str) -> tuple[str, Run]:
-        env = clean_env(home, **case.env)
+        env = base_env(home, **case.env)
         if mode == "daemon":
             env["MENDA_CREDD_SOCKET"] = daemon.socket
         else:

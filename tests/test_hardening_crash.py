@@ -12,19 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIENT_ID
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import (
-    CA_URL,
-    KEYRING,
-    Daemon,
-    Run,
-    clean_env,
-    keyring_get,
-    private_tmpdir,
-    sentinel,
-    wait_until,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, CLIENT_ID, KEYRING, base_env, m2m_env, sentinel, short_tmpdir
+from tests.support.procs import Run, keyring_get
+from tests.support.waiting import wait_until
 
 #: A wedged or vanished daemon must cost at most this much before in-process resolution.
 FALLBACK_BOUND = 10.0
@@ -41,20 +33,15 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     secret = sentinel()
-    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         cloud.add_client(CLIENT_ID, secret)
         home = tmp_path / "home"
         home.mkdir()
         sock = tmp / "run" / "credd.sock"
-        env = clean_env(
-            home,
-            MENDA_CLIENT_ID=CLIENT_ID,
-            MENDA_CLIENT_SECRET=secret,
-            MENDA_HOST=cloud.url,
-            MENDA_CREDD_SOCKET=str(sock),
-            MENDA_KEYRING_TIMEOUT="20",
+        env = m2m_env(
+            home, cloud, secret=secret, MENDA_CREDD_SOCKET=str(sock), MENDA_KEYRING_TIMEOUT="20"
         )
-        yield Setup(cloud, env, sock, clean_env(tmp / "daemon-home"))
+        yield Setup(cloud, env, sock, base_env(tmp / "daemon-home"))
 
 
 def test_a_stopped_daemon_is_bypassed_within_seconds(setup: Setup) -> None:

@@ -1,8 +1,10 @@
 """Hardening: every way menda-cloud can fail, on both endpoints, through the daemon and in
 process, gives the keyring CLI a typed error with a clear message within the ceiling.
 
-One fake menda-cloud and one real daemon serve the module; each test uses its own
-client id or profile (and HOME), so nothing cached by an earlier test can answer.
+One real daemon serves the module. Each case of the fault table (one test per fault,
+endpoint and path: ``-k daemon-registry-timeout``) has its own fake menda-cloud and HOME,
+so nothing cached or injected for another can answer; the outage test has its own client
+id on the module's fake.
 """
 
 from __future__ import annotations
@@ -20,18 +22,12 @@ import pytest
 
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.fakes.tls_front import tls_front
-from tests.hardening_helpers import (
-    Daemon,
-    clean_env,
-    closed_port,
-    keyring_get,
-    private_tmpdir,
-    sentinel,
-    typed_error,
-    wait_until,
-    write_profile,
-    write_user_token,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import base_env, sentinel, short_tmpdir, write_profile, write_user_token
+from tests.support.errors import typed_error
+from tests.support.procs import keyring_get
+from tests.support.sockets import closed_port
+from tests.support.waiting import wait_until
 
 CEILING = 6.0
 #: keyring's own start-up plus the shim's fallback margin, on a slow CI machine.
@@ -45,13 +41,20 @@ class Shared:
     daemon: Daemon
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Shared]:
-    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+@contextlib.contextmanager
+def cloud_and_daemon() -> Iterator[Shared]:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         # No SSL_CERT_FILE: the daemon trusts the system store only, as in process.
-        with Daemon(clean_env(tmp / "daemon-home"), tmp / "run" / "credd.sock") as daemon:
+        with Daemon(base_env(tmp / "daemon-home"), tmp / "run" / "credd.sock") as daemon:
             yield Shared(cloud, daemon)
             assert daemon.alive(), daemon.log()
+
+
+@pytest.fixture(scope="module")
+def table_daemon() -> Iterator[Daemon]:
+    """The daemon of the fault table: nothing else asks it, so its counters add up."""
+    with cloud_and_daemon() as shared:
+        yield shared.daemon
 
 
 @dataclass
@@ -204,7 +207,7 @@ def cases(endpoint: str) -> list[Case]:
 def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
     """Run one case against its own fake menda-cloud; returns what went wrong."""
     problems: list[str] = []
-    home = workdir / f"{case.endpoint}-{case.name}"
+    home = workdir / f"{mode}-{case.endpoint}-{case.name}"
     home.mkdir()
     with FakeMendaCloud() as cloud:
         secret = sentinel()
@@ -218,7 +221,7 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
             threading.Thread(target=tls.serve_forever, daemon=True).start()
             host = f"https://localhost:{tls.server_address[1]}"
         try:
-            env = clean_env(home, MENDA_KEYRING_TIMEOUT=str(CEILING))
+            env = base_env(home, MENDA_KEYRING_TIMEOUT=str(CEILING))
             if mode == "daemon":
                 env["MENDA_CREDD_SOCKET"] = daemon.socket
             else:
@@ -269,41 +272,84 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_fault_on_both_endpoints_gives_a_typed_error_within_the_ceiling(
-    shared: Shared, tmp_path: Path, mode: str
+TABLE = [(mode, case) for mode in MODES for case in cases("oauth") + cases("registry")]
+
+
+def case_id(mode: str, case: Case) -> str:
+    return f"{mode}-{case.endpoint}-{case.name}"
+
+
+class FaultRuns:
+    """The selected cases of this module, run six at a time as soon as the first is asked
+    for: each has its own fake menda-cloud and HOME, so none sees another's state (through
+    the daemon, its cap of four upstream calls at once may hold one back briefly, well
+    within the ceiling)."""
+
+    def __init__(self, daemon: Daemon, workdir: Path, selected: list[tuple[str, Case]]) -> None:
+        self.daemon = daemon
+        self.daemon_cases = sum(1 for mode, _ in selected if mode == "daemon")
+        self.requests_before = self.daemon.counters()["requests"]
+        self.pool = ThreadPoolExecutor(max_workers=6)
+        self.futures = {
+            case_id(mode, case): self.pool.submit(run_case, case, mode, self.daemon, workdir)
+            for mode, case in selected
+        }
+
+    def problems(self, mode: str, case: Case) -> list[str]:
+        return self.futures[case_id(mode, case)].result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module")
+def fault_runs(
+    table_daemon: Daemon, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultRuns]:
+    selected = [
+        (item.callspec.params["mode"], item.callspec.params["case"])
+        for item in request.session.items
+        if item.module is request.module and item.originalname == TABLE_TEST
+    ]
+    runs = FaultRuns(table_daemon, tmp_path_factory.mktemp("faults"), selected)
+    try:
+        yield runs
+    finally:
+        runs.close()
+    # Every daemon case was answered by the daemon, not by an in-process fallback.
+    requests = table_daemon.counters()["requests"]
+    assert requests == runs.requests_before + runs.daemon_cases, "a case fell back in process"
+    assert table_daemon.alive(), table_daemon.log()
+
+
+TABLE_TEST = "test_a_fault_gives_a_typed_error_within_the_ceiling"
+
+
+@pytest.mark.parametrize(("mode", "case"), TABLE, ids=[case_id(mode, case) for mode, case in TABLE])
+def test_a_fault_gives_a_typed_error_within_the_ceiling(
+    fault_runs: FaultRuns, mode: str, case: Case
 ) -> None:
-    """Each case has its own fake menda-cloud, so they run six at a time (through the
-    daemon, its cap of four upstream calls at once may hold one back briefly, well within
-    the ceiling). The slowest cases go first so that the pool finishes together."""
-    table = sorted(
-        cases("oauth") + cases("registry"),
-        key=lambda c: -c.min_elapsed - (CEILING if c.name == "timeout" else 0),
-    )
-    before = shared.daemon.counters()["requests"]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda c: run_case(c, mode, shared.daemon, tmp_path), table))
-    problems = [p for r in results for p in r]
+    problems = fault_runs.problems(mode, case)
     assert not problems, "\n\n".join(problems)
-    if mode == "daemon":
-        # Every one of them was answered by the daemon, not by an in-process fallback.
-        assert shared.daemon.counters()["requests"] == before + len(table)
-    assert shared.daemon.alive(), shared.daemon.log()
 
 
 # -- the daemon through an outage --------------------------------------------------------------
 
 
 def test_daemon_serves_valid_tokens_through_an_outage_and_recovers_on_its_own(
-    shared: Shared, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """Prime a 20 s token; menda-cloud fails the first refresh; every get is still answered
     by the daemon, and once the faults run dry the daemon refreshes by itself."""
-    cloud, daemon = shared.cloud, shared.daemon
+    with cloud_and_daemon() as shared:
+        check_outage(shared.cloud, shared.daemon, tmp_path)
+
+
+def check_outage(cloud: FakeMendaCloud, daemon: Daemon, tmp_path: Path) -> None:
     client_id, secret = f"c-{secrets.token_hex(4)}", sentinel()
     cloud.add_client(client_id, secret)
     cloud.configure(registry_token_lifetime=20)
-    env = clean_env(
+    env = base_env(
         tmp_path,
         MENDA_CLIENT_ID=client_id,
         MENDA_CLIENT_SECRET=secret,

@@ -10,18 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIENT_ID
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import (
-    MENDA_CREDD,
-    Daemon,
-    clean_env,
-    keyring_get,
-    private_tmpdir,
-    run,
-    sentinel,
-    wait_until,
-)
+from tests.support.daemon import Daemon
+from tests.support.env import CLIENT_ID, MENDA_CREDD, base_env, sentinel, short_tmpdir
+from tests.support.procs import keyring_get, run
+from tests.support.waiting import wait_until
 
 UMASKS = [0o000, 0o077]
 
@@ -56,7 +49,7 @@ def cloud() -> Iterator[tuple[FakeMendaCloud, str]]:
 
 
 def trio(home: Path, cloud: FakeMendaCloud, secret: str, **extra: str) -> dict[str, str]:
-    return clean_env(
+    return base_env(
         home, MENDA_CLIENT_ID=CLIENT_ID, MENDA_CLIENT_SECRET=secret, MENDA_HOST=cloud.url, **extra
     )
 
@@ -82,11 +75,11 @@ def test_daemon_socket_folder_socket_and_cache_are_private(
     fake, secret = cloud
     home = tmp_path / "home"
     home.mkdir()
-    with private_tmpdir() as tmp:
+    with short_tmpdir() as tmp:
         # Two folders the daemon must create itself.
         sock = tmp / "a" / "run" / "credd.sock"
         log = tmp / "credd.log"
-        with Daemon(clean_env(tmp / "daemon-home"), sock, umask=umask, log_path=log) as daemon:
+        with Daemon(base_env(tmp / "daemon-home"), sock, umask=umask, log_path=log) as daemon:
             assert stat.S_ISSOCK(os.lstat(sock).st_mode)
             assert_private_tree(tmp / "a")
             assert mode_of(sock) == 0o600
@@ -104,9 +97,9 @@ def test_daemon_socket_folder_socket_and_cache_are_private(
 def test_detached_daemon_log_and_run_folder_are_private(tmp_path: Path, umask: int) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    with private_tmpdir() as tmp:
+    with short_tmpdir() as tmp:
         sock = tmp / "s" / "credd.sock"
-        env = clean_env(home, MENDA_CREDD_SOCKET=str(sock))
+        env = base_env(home, MENDA_CREDD_SOCKET=str(sock))
         cli = [MENDA_CREDD]
         started = run([*cli, "start", "--socket", str(sock)], env, umask=umask)
         try:

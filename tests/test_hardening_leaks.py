@@ -19,21 +19,18 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import (
+from tests.support.daemon import Daemon
+from tests.support.env import (
     CA_URL,
     KEYRING,
-    Daemon,
-    Run,
-    clean_env,
-    credd_cli,
-    keyring_get,
-    private_tmpdir,
-    run,
+    base_env,
     sentinel,
-    typed_error,
+    short_tmpdir,
     write_profile,
     write_user_token,
 )
+from tests.support.errors import typed_error
+from tests.support.procs import Run, credd, keyring_get, run
 
 MODES = ("in-process", "daemon")
 
@@ -51,7 +48,7 @@ class Lab:
     answers: list[tuple[str, str]] = field(default_factory=list)  # (where, stdout of a success)
 
     def env(self, mode: str, **extra: str) -> dict[str, str]:
-        env = clean_env(self.home, MENDA_KEYRING_TIMEOUT="10", **extra)
+        env = base_env(self.home, MENDA_KEYRING_TIMEOUT="10", **extra)
         if mode == "daemon":
             env["MENDA_CREDD_SOCKET"] = self.daemon.socket
         else:
@@ -78,7 +75,7 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     secret = sentinel("SECRET")
-    with private_tmpdir() as tmp, FakeMendaCloud() as cloud:
+    with short_tmpdir() as tmp, FakeMendaCloud() as cloud:
         cloud.add_client("ci-bot", secret)
         home = tmp_path / "home"
         home.mkdir()
@@ -90,7 +87,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         user_token, expires_at = cloud.issue_user_token("alice")
         write_user_token(home, "user", user_token, expires_at, cloud.url)
         daemon_home = tmp / "daemon-home"
-        with Daemon(clean_env(daemon_home), tmp / "run" / "credd.sock") as daemon:
+        with Daemon(base_env(daemon_home), tmp / "run" / "credd.sock") as daemon:
             yield Lab(cloud, home, tmp, daemon, secret, user_token)
 
 
@@ -153,7 +150,7 @@ def test_no_secret_or_token_leaks_anywhere(lab: Lab) -> None:
         cloud.clear_faults()
 
     for args in (["status"], ["status", "--json"]):
-        result = credd_cli(*args, "--socket", lab.daemon.socket, env=lab.daemon.env)
+        result = credd(*args, "--socket", lab.daemon.socket, env=lab.daemon.env)
         assert result.returncode == 0, result.describe()
         lab.outputs.append((f"menda-credd {' '.join(args)}", result.stdout + result.stderr))
     lab.daemon.stop()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLIENT_ID
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import CA_URL, IS_ROOT, Daemon, clean_env, sentinel, write_profile
+from tests.support.daemon import Daemon
+from tests.support.env import CA_URL, CLIENT_ID, IS_ROOT, base_env, sentinel, write_profile
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -67,7 +67,7 @@ def test_another_uid_is_refused_even_through_a_world_open_socket() -> None:
                 f"client_id = {CLIENT_ID}\nclient_secret = {secret}\n",
             )
             sock = tmp / "run" / "credd.sock"
-            with Daemon(clean_env(home), sock) as daemon:
+            with Daemon(base_env(home), sock) as daemon:
                 # Prove the request would work for the daemon's own user ...
                 own = subprocess.run(
                     [SYSTEM_PYTHON, "-c", CLIENT, str(sock), _get_line(home)],
@@ -82,8 +82,8 @@ def test_another_uid_is_refused_even_through_a_world_open_socket() -> None:
                 before = daemon.counters()["peer_rejections"]
                 # ... then open everything up after the daemon has checked its folder.
                 tmp.chmod(0o755)
-                sock.parent.chmod(0o777)  # noqa: S103 - the point of the test
-                sock.chmod(0o777)  # noqa: S103
+                sock.parent.chmod(0o777)  # the point of the test
+                sock.chmod(0o777)
                 result = subprocess.run(
                     [SYSTEM_PYTHON, "-c", CLIENT, str(sock), _get_line(home)],
                     capture_output=True,

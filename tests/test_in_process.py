@@ -13,7 +13,8 @@ from menda_keyring.in_process import InProcessResolver
 from menda_keyring.paths import token_cache_path
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import (
+from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import (
     CA_URL,
     CLIENT_ID,
     CLIENT_SECRET,
@@ -21,7 +22,6 @@ from tests.conftest import (
     write_profile,
     write_user_token,
 )
-from tests.fakes.menda_cloud import FakeMendaCloud
 
 TARGET = parse_codeartifact_service(CA_URL)
 FAST = RetryPolicy(max_attempts=4, base=0.01, cap=0.05)
@@ -63,7 +63,7 @@ def test_profile_m2m_uses_profile_cache_key(cloud: FakeMendaCloud, home: Path) -
 def test_u2m_uses_the_cli_login_and_never_calls_oauth(cloud: FakeMendaCloud, home: Path) -> None:
     write_profile(home, f"[default]\nhost = {cloud.url}\n")
     with pytest.raises(
-        errors.NoCachedLoginError, match="No valid cached token.*Run menda auth login"
+        errors.NoCachedLoginError, match=r"No valid cached token.*Run menda auth login"
     ):
         resolve({"HOME": str(home)})
     user_token, expires_at = cloud.issue_user_token("alice", 3600)

@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CA_URL, base_env, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, KEYRING, base_env, m2m_env
+from tests.support.procs import Run, keyring_herd, run
 
-KEYRING = str(BIN / "keyring")
 
-
-def keyring(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [KEYRING, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
-    )
+def keyring(*args: str, env: dict[str, str], stdin: str | None = None) -> Run:
+    return run([KEYRING, *args], env, stdin=stdin)
 
 
 def test_list_backends_shows_ours_with_priority(home: Path) -> None:
@@ -174,19 +169,9 @@ def test_cold_herd_of_16_processes_makes_one_oauth_exchange(
 ) -> None:
     cloud.inject("oauth", delay=0.5)  # widen the race: everyone starts before the first answer
     env = m2m_env(home, cloud, MENDA_CREDD="off")
-    procs = [
-        subprocess.Popen(
-            [KEYRING, "get", CA_URL, "aws"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(16)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 16, [err for _, err in outputs]
-    assert all(cloud.is_valid_registry_token(out.strip()) for out, _ in outputs)
+    runs = keyring_herd(env, 16)
+    assert [run.returncode for run in runs] == [0] * 16, [run.stderr for run in runs]
+    assert all(cloud.is_valid_registry_token(run.stdout.strip()) for run in runs)
     assert cloud.counts()["oauth"] == 1
     assert cloud.counts()["registry"] == 16
 

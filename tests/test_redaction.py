@@ -16,8 +16,8 @@ from menda_keyring.errors import FRAGMENT, MAX_MESSAGE, MendaCloudAPIError, reda
 from menda_keyring.in_process import InProcessResolver
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import CA_URL, CLIENT_ID, base_env, write_profile, write_user_token
 from tests.fakes.menda_cloud import FakeMendaCloud
+from tests.support.env import CA_URL, CLIENT_ID, base_env, write_profile, write_user_token
 
 TARGET = parse_codeartifact_service(CA_URL)
 ONE_TRY = RetryPolicy(max_attempts=1, base=0.01, cap=0.01)

@@ -23,19 +23,21 @@ from menda_keyring import errors
 from menda_keyring.in_process import InProcessResolver
 from menda_keyring.paths import config_path, token_cache_path
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import CA_URL, base_env, m2m_env, write_profile, write_user_token
-from tests.credd_helpers import Daemon
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import (
+from tests.support.daemon import Daemon
+from tests.support.env import (
+    CA_URL,
     IS_ROOT,
     MENDA_CREDD,
-    credd_cli,
-    keyring_get,
-    private_tmpdir,
-    run,
+    base_env,
+    m2m_env,
     sentinel,
-    typed_error,
+    short_tmpdir,
+    write_profile,
+    write_user_token,
 )
+from tests.support.errors import typed_error
+from tests.support.procs import credd, keyring_get, run
 
 TARGET = parse_codeartifact_service(CA_URL)
 NOBODY = 65534
@@ -51,7 +53,7 @@ def resolve_in_thread(env: dict[str, str], timeout: float = 15.0) -> BaseExcepti
     def work() -> None:
         try:
             outcome.append(InProcessResolver(env).resolve(TARGET).token)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=work, daemon=True)
@@ -112,7 +114,7 @@ def test_a_fifo_as_the_token_cache_file_is_a_typed_error(home: Path) -> None:
 
 
 def test_a_fifo_mendacfg_does_not_freeze_the_daemon(cloud: FakeMendaCloud, home: Path) -> None:
-    with private_tmpdir("msf-") as folder:
+    with short_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         victim = home / "victim"
         victim.mkdir()
@@ -140,7 +142,7 @@ def test_a_token_cache_folder_others_can_write_is_not_trusted(
     cloud: FakeMendaCloud, home: Path
 ) -> None:
     folder, _token = planted_login(cloud, home)
-    folder.chmod(0o777)  # noqa: S103 - the point of the test
+    folder.chmod(0o777)
     outcome = resolve_in_thread({"HOME": str(home)})
     assert isinstance(outcome, errors.ConfigError), outcome
     assert str(outcome).startswith(f"Menda token cache folder {folder} ")
@@ -204,7 +206,7 @@ def test_install_service_refuses_a_unit_folder_others_can_write(tmp_path: Path) 
     home.mkdir()
     units = tmp_path / "xdg" / "systemd" / "user"
     units.mkdir(parents=True)
-    units.chmod(0o777)  # noqa: S103 - left so by an earlier install under umask 000
+    units.chmod(0o777)
     env = base_env(home, XDG_CONFIG_HOME=str(tmp_path / "xdg"), PATH="/nonexistent")
     result = run([MENDA_CREDD, "install-service"], env)
     assert result.returncode == 1, result.describe()
@@ -214,7 +216,7 @@ def test_install_service_refuses_a_unit_folder_others_can_write(tmp_path: Path) 
 
 
 def test_a_detached_daemon_log_is_0600_under_umask_000(cloud: FakeMendaCloud, home: Path) -> None:
-    with private_tmpdir("msf-") as folder:
+    with short_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         log = home / "logs" / "credd.log"
         env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sock))
@@ -224,7 +226,7 @@ def test_a_detached_daemon_log_is_0600_under_umask_000(cloud: FakeMendaCloud, ho
             assert stat.S_IMODE(log.stat().st_mode) == 0o600
             assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
         finally:
-            assert credd_cli("stop", env=env).returncode == 0
+            assert credd("stop", env=env).returncode == 0
 
 
 # -- the daemon's own environment, and an unwritable HOME ---------------------------------
@@ -259,12 +261,12 @@ def test_menda_credd_start_does_not_hand_the_shells_secret_to_the_daemon(
     cloud: FakeMendaCloud, home: Path
 ) -> None:
     secret = sentinel()
-    with private_tmpdir("msf-") as folder:
+    with short_tmpdir("msf-") as folder:
         sock = folder / "credd.sock"
         env = base_env(
             home, MENDA_CREDD_SOCKET=str(sock), MENDA_CLIENT_SECRET=secret, MENDA_CLIENT_ID="x"
         )
-        started = credd_cli("start", env=env)
+        started = credd("start", env=env)
         try:
             assert started.returncode == 0, started.describe()
             pid = int(started.stdout.split("(pid ")[1].split(",")[0])
@@ -273,7 +275,7 @@ def test_menda_credd_start_does_not_hand_the_shells_secret_to_the_daemon(
             assert secret.encode() not in environ
             assert b"MENDA_CLIENT_ID=" not in environ
         finally:
-            assert credd_cli("stop", env=env).returncode == 0
+            assert credd("stop", env=env).returncode == 0
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run keyring as nobody")
@@ -290,7 +292,7 @@ def test_an_unwritable_home_is_a_typed_error(cloud: FakeMendaCloud, tmp_path: Pa
     )
     if probe.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[:2]}")
-    with private_tmpdir("msf-") as shared:
+    with short_tmpdir("msf-") as shared:
         shared.chmod(0o755)  # nobody must reach the home inside
         home = shared / "home"
         home.mkdir(mode=0o555)

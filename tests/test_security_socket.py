@@ -29,9 +29,10 @@ from menda_keyring.peercred import Peer
 from menda_keyring.private_dir import folder_problem
 from menda_keyring.procfs import pid_alive
 from menda_keyring.urls import parse_codeartifact_service
-from tests.conftest import CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
-from tests.hardening_helpers import IS_ROOT, credd_cli, keyring_get, private_tmpdir, wait_until
+from tests.support.env import CA_URL, IS_ROOT, m2m_env, short_tmpdir
+from tests.support.procs import credd, keyring_get
+from tests.support.waiting import wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
@@ -140,7 +141,7 @@ def sleeper(as_nobody: bool) -> Iterator[subprocess.Popen[bytes]]:
 @contextlib.contextmanager
 def shared_tmp() -> Iterator[Path]:
     """A short folder under /tmp that nobody may traverse (the attacker's folders go inside)."""
-    with private_tmpdir("mss-") as path:
+    with short_tmpdir("mss-") as path:
         path.chmod(0o755)
         yield path
 
@@ -148,7 +149,7 @@ def shared_tmp() -> Iterator[Path]:
 def attacker_folder(parent: Path, name: str = "atk") -> Path:
     folder = parent / name
     folder.mkdir()
-    folder.chmod(0o777)  # noqa: S103 - what an attacker would do
+    folder.chmod(0o777)
     os.chown(folder, NOBODY, NOBODY)
     return folder
 
@@ -194,11 +195,11 @@ def test_a_foreign_daemon_at_the_socket_path_receives_nothing(
             line = assert_in_process_token(cloud, env, path)
             assert "its folder belongs to uid 65534 (nobody), not to you" in line
             for command in (["status"], ["status", "--json"], ["start"], ["stop"]):
-                answer = credd_cli(*command, "--socket", str(path), env=env)
+                answer = credd(*command, "--socket", str(path), env=env)
                 assert answer.returncode == 1, answer.describe()
                 assert f"not using the daemon socket {path}" in answer.stderr
                 assert "already running" not in answer.stdout + answer.stderr
-            foreground = credd_cli("start", "--foreground", "--socket", str(path), env=env)
+            foreground = credd("start", "--foreground", "--socket", str(path), env=env)
             assert foreground.returncode == 1, foreground.describe()
             assert "belongs to uid 65534 (nobody)" in foreground.stderr
             assert fake.connects() == 0, "a client connected to a folder that is not ours"
@@ -223,12 +224,12 @@ def test_a_foreign_listener_moved_into_our_folder_is_refused_by_its_peer(
             os.rename(folder / "credd.sock", path)
             line = assert_in_process_token(cloud, env, path)
             assert "it is served by uid 65534 (nobody), not by you" in line
-            stop = credd_cli("stop", "--socket", str(path), env=env)
+            stop = credd("stop", "--socket", str(path), env=env)
             assert stop.returncode == 1, stop.describe()
             assert "served by uid 65534 (nobody)" in stop.stderr
-            status = credd_cli("status", "--socket", str(path), env=env)
+            status = credd("status", "--socket", str(path), env=env)
             assert status.returncode == 1, status.describe()
-            started = credd_cli("start", "--socket", str(path), env=env)
+            started = credd("start", "--socket", str(path), env=env)
             assert started.returncode == 1, started.describe()
             assert "already running" not in started.stdout
             assert fake.connects() >= 4, "each client reached the listener ..."
@@ -242,7 +243,7 @@ def test_a_foreign_listener_moved_into_our_folder_is_refused_by_its_peer(
 def test_the_tmp_fallback_made_first_by_another_user_is_never_used(
     cloud: FakeMendaCloud, tmp_path: Path
 ) -> None:
-    fallback = Path(f"/tmp/menda-credd-{os.getuid()}")  # noqa: S108 - the path under test
+    fallback = Path(f"/tmp/menda-credd-{os.getuid()}")
     if os.path.lexists(fallback):
         pytest.skip(f"{fallback} exists already (a daemon of this machine may use it)")
     home = tmp_path / ("h" * SUN_PATH_MAX)
@@ -255,17 +256,17 @@ def test_the_tmp_fallback_made_first_by_another_user_is_never_used(
         os.chown(logs, NOBODY, NOBODY)
         try:
             fallback.mkdir()
-            fallback.chmod(0o777)  # noqa: S103 - the attacker's folder
+            fallback.chmod(0o777)
             os.chown(fallback, NOBODY, NOBODY)
             with fake_daemon(path, os.getpid(), as_nobody=True, log_folder=logs) as fake:
                 line = assert_in_process_token(cloud, env, path)
                 assert "its folder belongs to uid 65534 (nobody)" in line
-                daemon = credd_cli("start", "--foreground", env=env, timeout=30)
+                daemon = credd("start", "--foreground", env=env, timeout=30)
                 assert daemon.returncode == 1, daemon.describe()
                 assert f"socket folder {fallback} belongs to uid 65534 (nobody)" in daemon.stderr
                 assert "not starting" in daemon.stderr
                 for command in ("start", "status", "stop"):
-                    answer = credd_cli(command, env=env)
+                    answer = credd(command, env=env)
                     assert answer.returncode == 1, answer.describe()
                     assert f"not using the daemon socket {path}" in answer.stderr
                 assert fake.connects() == 0
@@ -291,7 +292,7 @@ def test_stop_kills_nothing_when_the_daemon_names_a_foreign_pid(
         # The fake runs as us: the peer check passes, and only the kernel's peer pid (the
         # fake itself, which is not menda-credd) could be signalled; the named pid never.
         with fake_daemon(path, bystander.pid, as_nobody=False) as fake:
-            stop = credd_cli("stop", "--socket", str(path), env=env)
+            stop = credd("stop", "--socket", str(path), env=env)
             assert stop.returncode == 1, stop.describe()
             assert f"not stopping anything at {path}" in stop.stderr
             assert f"pid {fake.proc.pid} serving the socket is not menda-credd" in stop.stderr
@@ -310,7 +311,7 @@ def test_a_group_writable_folder_of_our_own_is_refused(cloud: FakeMendaCloud, ho
         folder.chmod(0o770)
         line = assert_in_process_token(cloud, env, path)
         assert "has mode 0770, open to group or others" in line
-        status = credd_cli("status", "--socket", str(path), env=env)
+        status = credd("status", "--socket", str(path), env=env)
         assert status.returncode == 1, status.describe()
         assert fake.connects() == 0
         assert fake.received() == b""
@@ -384,7 +385,7 @@ def test_a_long_path_falls_back_to_the_runtime_dir_before_tmp(tmp_path: Path) ->
 def test_the_daemon_refuses_a_socket_folder_another_user_made_first(tmp_path: Path) -> None:
     folder = tmp_path / "menda-credd-x"
     folder.mkdir(mode=0o777)
-    folder.chmod(0o777)  # noqa: S103 - squatted
+    folder.chmod(0o777)
     with pytest.raises(runtime.SocketDirError, match="open to group or others"):
         runtime.prepare_socket_dir(str(folder / "credd.sock"))
     if IS_ROOT:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +9,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import BIN, CA_URL, m2m_env
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.fakes.tls_front import tls_front
+from tests.support.env import m2m_env
+from tests.support.procs import keyring_get
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ def https_cloud(cloud: FakeMendaCloud, tmp_path: Path) -> Iterator[tuple[str, Pa
     finally:
         server.shutdown()
         server.server_close()
-
-
-def keyring_get(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "keyring"), "get", CA_URL, "aws"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_untrusted_certificate_is_refused_at_once(

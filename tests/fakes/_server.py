@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 
 class TrackingMixin:
@@ -84,18 +85,57 @@ class QuietTCPServer(TrackingMixin, socketserver.ThreadingMixIn, socketserver.TC
         super().__init__(address, handler)
 
 
+R = TypeVar("R", bound="ServerRunner")
+
+
 class ServerRunner:
-    """Runs a socketserver in a background thread; context manager."""
+    """Runs a socketserver in a background thread; context manager.
+
+    Also what every fake counts: ``COUNTERS`` names them, :meth:`counts` reports them,
+    :meth:`reset_counts` zeroes them; and a temporary folder (``_tmp``) removed on exit.
+    """
 
     poll_interval = 0.05
+    #: The counters :meth:`counts` reports, all zero after :meth:`reset_counts`.
+    COUNTERS: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._server: QuietHTTPServer | QuietTCPServer | None = None
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
+        self._tmp: str | None = None
+        self._counts_changed = threading.Condition()
+        self._counts = dict.fromkeys(self.COUNTERS, 0)
 
     def _make_server(self) -> QuietHTTPServer | QuietTCPServer:
         raise NotImplementedError
+
+    # -- counters ------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """A snapshot of the counters."""
+        with self._counts_changed:
+            return dict(self._counts)
+
+    def reset_counts(self) -> None:
+        """Zero the counters."""
+        with self._counts_changed:
+            self._counts = dict.fromkeys(self.COUNTERS, 0)
+            self._counts_changed.notify_all()
+
+    def _count(self, key: str) -> None:
+        with self._counts_changed:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._counts_changed.notify_all()
+
+    def wait_for_count(self, key: str, at_least: int, timeout: float = 10.0) -> bool:
+        """Block until counter ``key`` reaches ``at_least`` (True) or ``timeout`` (False)."""
+        with self._counts_changed:
+            return self._counts_changed.wait_for(
+                lambda: self._counts.get(key, 0) >= at_least, timeout
+            )
+
+    # -- life ------------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
@@ -109,7 +149,7 @@ class ServerRunner:
         """True between ``start()`` and ``stop()``."""
         return self._server is not None
 
-    def start(self) -> ServerRunner:
+    def start(self: R) -> R:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is not None:
             return self
@@ -137,12 +177,18 @@ class ServerRunner:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Any:
-        self.start()
-        return self
+    def close(self) -> None:
+        """Stop, and remove the temporary folder if one was made."""
+        self.stop()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self: R) -> R:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
 class QuietHandler(BaseHTTPRequestHandler):

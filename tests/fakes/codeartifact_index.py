@@ -18,7 +18,6 @@ import base64
 import binascii
 import html
 import re
-import shutil
 import tempfile
 import threading
 import urllib.parse
@@ -58,6 +57,9 @@ class FakeCodeArtifactIndex(ServerRunner):
     Without ``dist_dir`` a temp dir holding ``menda-hello 0.1.0`` is created.
     """
 
+    #: requests with and without a valid token, file GETs
+    COUNTERS = ("authorized", "unauthorized", "downloads")
+
     def __init__(
         self,
         token_validator: TokenValidator,
@@ -74,16 +76,13 @@ class FakeCodeArtifactIndex(ServerRunner):
         self.owner = owner
         self.host = host
         self._bind_port = port
-        self._tmp: str | None = None
         if dist_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="menda-fake-index-")
             dist_dir = self._tmp
             build_wheel(dist_dir)
         self.dist_dir = Path(dist_dir)
-        self.lock = threading.Lock()
-        self._counts: dict[str, int] = {}
+        self.lock = threading.Lock()  # guards _hashes
         self._hashes: dict[tuple[str, float, int], str] = {}
-        self.reset_counts()
         self.handler_class: type[QuietHandler] = type(
             "IndexHandler", (_IndexHandler,), {"index": self}
         )
@@ -99,40 +98,6 @@ class FakeCodeArtifactIndex(ServerRunner):
     def simple_url(self, repo: str = "menda-plugins") -> str:
         """Direct (plain-HTTP) simple-index URL of ``repo``."""
         return f"{self.url}/pypi/{repo}/simple/"
-
-    def start(self) -> FakeCodeArtifactIndex:
-        """Start the direct listener; returns self."""
-        super().start()
-        return self
-
-    def __enter__(self) -> FakeCodeArtifactIndex:
-        return self.start()
-
-    def close(self) -> None:
-        """Stop and remove the temp dist dir, if one was made."""
-        self.stop()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- counters ------------------------------------------------------------------------
-
-    def counts(self) -> dict[str, int]:
-        """``authorized`` / ``unauthorized`` requests, and file ``downloads`` (GETs)."""
-        with self.lock:
-            return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        """Zero the counters."""
-        with self.lock:
-            self._counts = {"authorized": 0, "unauthorized": 0, "downloads": 0}
-
-    def _count(self, key: str) -> None:
-        with self.lock:
-            self._counts[key] += 1
 
     # -- content -------------------------------------------------------------------------
 

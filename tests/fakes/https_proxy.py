@@ -9,12 +9,10 @@ with an HTTP handler class (the fake index), keep-alive included. Anything else:
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import socketserver
 import ssl
 import tempfile
-import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -34,6 +32,9 @@ class FakeHttpsProxy(ServerRunner):
     ``ca_dir`` is where ``ca.pem`` goes (default: a temp dir removed by ``close()``).
     """
 
+    #: every CONNECT, those tunnelled, 403s, failed TLS handshakes
+    COUNTERS = ("connect", "connect_ok", "rejected", "tls_errors")
+
     def __init__(
         self,
         handler_class: type[BaseHTTPRequestHandler],
@@ -50,7 +51,6 @@ class FakeHttpsProxy(ServerRunner):
             raise ValueError("at least one allowed host is needed")
         self.host = host
         self._bind_port = port
-        self._tmp: str | None = None
         if ca_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="menda-fake-proxy-")
             ca_dir = self._tmp
@@ -61,9 +61,6 @@ class FakeHttpsProxy(ServerRunner):
         self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ca.issue_cert(*sorted(self.hosts)).configure_cert(self.ssl_context)
         self.ssl_context.set_alpn_protocols(["http/1.1"])
-        self.lock = threading.Condition()
-        self._counts: dict[str, int] = {}
-        self.reset_counts()
 
     def _make_server(self) -> QuietTCPServer:
         server = QuietTCPServer((self.host, self._bind_port), _ProxyHandler)
@@ -74,45 +71,6 @@ class FakeHttpsProxy(ServerRunner):
     def url(self) -> str:
         """Proxy URL for ``HTTPS_PROXY`` / ``--proxy``."""
         return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeHttpsProxy:
-        """Start serving; returns self."""
-        super().start()
-        return self
-
-    def __enter__(self) -> FakeHttpsProxy:
-        return self.start()
-
-    def close(self) -> None:
-        """Stop and remove the temp CA dir, if one was made."""
-        self.stop()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def counts(self) -> dict[str, int]:
-        """``connect`` (every CONNECT), ``connect_ok``, ``rejected`` (403s), ``tls_errors``."""
-        with self.lock:
-            return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        """Zero the counters."""
-        with self.lock:
-            self._counts = {"connect": 0, "connect_ok": 0, "rejected": 0, "tls_errors": 0}
-
-    def _count(self, key: str) -> None:
-        with self.lock:
-            self._counts[key] += 1
-            self.lock.notify_all()
-
-    def wait_for_count(self, key: str, at_least: int, timeout: float = 10.0) -> bool:
-        """Block until ``counts()[key] >= at_least`` (counters move after the client sees
-        the outcome, e.g. ``tls_errors``); False on timeout."""
-        with self.lock:
-            return self.lock.wait_for(lambda: self._counts[key] >= at_least, timeout)
 
 
 class _ProxyHandler(socketserver.BaseRequestHandler):

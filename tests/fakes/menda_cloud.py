@@ -6,11 +6,13 @@ In process::
         cloud.add_client("ci", "s3cret")
         ... cloud.url, cloud.counts(), cloud.inject("registry", status=503, retry_after=2)
 
-From another process, :class:`FakeCloudControl` offers the same methods over ``/_fake/*``.
+From another process, :class:`FakeCloudControl` offers the same methods over
+``/_fake/call/<method>``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import secrets
@@ -108,6 +110,9 @@ class FakeMendaCloud(ServerRunner):
     ``clock`` replaces ``time.time`` for expiry decisions (tests of expiry without sleeping).
     """
 
+    #: requests per endpoint, and its 200 answers
+    COUNTERS = ("oauth", "oauth_ok", "registry", "registry_ok")
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -132,8 +137,6 @@ class FakeMendaCloud(ServerRunner):
         self.access_tokens: dict[str, AccessToken] = {}
         self.issued_registry_tokens: dict[str, RegistryToken] = {}
         self._faults: dict[str, deque[Fault]] = {ep: deque() for ep in ENDPOINTS}
-        self._counts: dict[str, int] = {}
-        self.reset_counts()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -146,14 +149,6 @@ class FakeMendaCloud(ServerRunner):
     def url(self) -> str:
         """Base URL (the profile ``host``), e.g. ``http://127.0.0.1:PORT`` (+ prefix)."""
         return f"http://{self.host}:{self.port}{self.prefix}"
-
-    def start(self) -> FakeMendaCloud:
-        """Start serving; returns self."""
-        super().start()
-        return self
-
-    def __enter__(self) -> FakeMendaCloud:
-        return self.start()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -251,20 +246,6 @@ class FakeMendaCloud(ServerRunner):
 
     # -- counters and faults -------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        """Requests per endpoint and 200 answers: ``oauth``, ``oauth_ok``, ``registry``, ..."""
-        with self.lock:
-            return dict(self._counts)
-
-    def reset_counts(self) -> None:
-        """Zero the counters."""
-        with self.lock:
-            self._counts = {"oauth": 0, "oauth_ok": 0, "registry": 0, "registry_ok": 0}
-
-    def _count(self, key: str) -> None:
-        with self.lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
-
     def inject(
         self,
         endpoint: str,
@@ -352,7 +333,7 @@ class _CloudHandler(QuietHandler):
                 return
             self._with_faults("registry", body, self._registry)
         elif path.startswith("/_fake/"):
-            self._control(method, path[len("/_fake/") :], body, parsed.query)
+            self._control(method, path[len("/_fake/") :], body)
         else:
             self.send_json(404, {"error": "not_found", "message": f"no route {path}"})
 
@@ -510,170 +491,82 @@ class _CloudHandler(QuietHandler):
             )
         return 200, {"token": token, "expiration": rfc3339(expires_at), "username": "aws"}, {}
 
-    # -- /_fake/* control plane ----------------------------------------------------------
+    # -- /_fake/call/<method> control plane -----------------------------------------------
 
-    def _control(self, method: str, name: str, body: bytes, query: str) -> None:
-        cloud = self.cloud
-        try:
-            args: dict[str, Any] = json.loads(body) if body.strip() else {}
-            if not isinstance(args, dict):
-                raise ValueError("control body must be a JSON object")
-        except ValueError as exc:
-            self.send_json(400, {"error": "invalid_request", "message": str(exc)})
+    def _control(self, method: str, name: str, body: bytes) -> None:
+        """``POST /_fake/call/<method>`` with ``{"args": [...], "kwargs": {...}}``: one of
+        ``CONTROL_METHODS`` on the fake, its result as JSON."""
+        called = name.removeprefix("call/")
+        if method != "POST" or called == name or called not in CONTROL_METHODS:
+            self.send_json(404, {"error": "not_found", "message": f"no control {name!r}"})
             return
-        qs = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
-        route = (method, name)
         try:
-            if route == ("GET", "counts"):
-                result: Any = cloud.counts()
-            elif route == ("POST", "reset"):
-                cloud.reset_counts()
-                if args.get("faults"):
-                    cloud.clear_faults()
-                result = cloud.counts()
-            elif route == ("POST", "clients"):
-                cloud.add_client(str(args["client_id"]), str(args["secret"]))
-                result = {"ok": True}
-            elif route == ("POST", "domains"):
-                cloud.add_domain(str(args["domain"]), str(args.get("owner", DEFAULT_OWNER)))
-                result = {"ok": True}
-            elif route == ("POST", "forbid"):
-                cloud.forbid(str(args["identity"]), str(args["domain"]))
-                result = {"ok": True}
-            elif route == ("POST", "allow"):
-                cloud.allow(str(args["identity"]), str(args["domain"]))
-                result = {"ok": True}
-            elif route == ("POST", "user-token"):
-                token, exp = cloud.issue_user_token(
-                    str(args.get("user", "alice")), int(args.get("lifetime", 3600))
-                )
-                result = {"token": token, "expires_at": exp}
-            elif route == ("POST", "config"):
-                cloud.configure(
-                    args.get("machine_token_lifetime"), args.get("registry_token_lifetime")
-                )
-                result = {
-                    "machine_token_lifetime": cloud.machine_token_lifetime,
-                    "registry_token_lifetime": cloud.registry_token_lifetime,
-                }
-            elif route == ("POST", "faults"):
-                cloud.inject(**args)
-                result = {"pending": cloud.pending_faults(str(args["endpoint"]))}
-            elif route == ("POST", "clear-faults"):
-                cloud.clear_faults()
-                result = {"ok": True}
-            elif route == ("POST", "revoke"):
-                if args.get("all"):
-                    result = {"revoked": cloud.revoke_all()}
-                else:
-                    result = {"revoked": int(cloud.revoke(str(args["token"])))}
-            elif route == ("GET", "registry-tokens"):
-                result = cloud.registry_tokens()
-            elif route == ("GET", "validate"):
-                valid = cloud.is_valid_registry_token(qs.get("token", ""), qs.get("domain"))
-                result = {"valid": valid}
-            else:
-                self.send_json(404, {"error": "not_found", "message": f"no control {route}"})
-                return
+            call = json.loads(body) if body.strip() else {}
+            if not isinstance(call, dict):
+                raise ValueError("control body must be a JSON object")
+            args, kwargs = call.get("args", []), call.get("kwargs", {})
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise ValueError("args must be a list and kwargs an object")
+            result = getattr(self.cloud, called)(*args, **kwargs)
         except (KeyError, TypeError, ValueError) as exc:
             self.send_json(400, {"error": "invalid_request", "message": repr(exc)})
             return
-        self.send_json(200, result)
+        self.send_json(200, {"result": result})
+
+
+#: What another process may call on a fake through :class:`FakeCloudControl`.
+CONTROL_METHODS = frozenset(
+    {
+        "add_client",
+        "remove_client",
+        "add_domain",
+        "forbid",
+        "allow",
+        "configure",
+        "issue_user_token",
+        "revoke",
+        "revoke_all",
+        "access_token_identity",
+        "is_valid_registry_token",
+        "registry_tokens",
+        "counts",
+        "reset_counts",
+        "inject",
+        "clear_faults",
+        "pending_faults",
+    }
+)
 
 
 class FakeCloudControl:
-    """Drives a fake menda-cloud running elsewhere through ``/_fake/*``.
+    """Drives a fake menda-cloud running elsewhere through ``/_fake/call/<method>``.
 
-    Offers the same method names as :class:`FakeMendaCloud`, so tests can take either.
+    Offers the methods of :class:`FakeMendaCloud` named in ``CONTROL_METHODS``, with the
+    same arguments, so tests can take either (JSON turns a returned tuple into a list).
     """
 
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {self.url}")
 
-    def _call(self, method: str, name: str, payload: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else None
-        url = f"{self.url}/_fake/{name}"
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"not an http(s) URL: {url}")
-        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` on the fake; its failures raise RuntimeError here."""
+        data = json.dumps({"args": args, "kwargs": kwargs}).encode()
+        req = urllib.request.Request(f"{self.url}/_fake/call/{method}", data=data, method="POST")
+        req.add_header("Content-Type", "application/json")
         try:
             with _OPENER.open(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
+                return json.loads(resp.read())["result"]
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")
-            raise RuntimeError(f"fake control {name} failed: {exc.code} {detail}") from None
+            raise RuntimeError(f"fake control {method} failed: {exc.code} {detail}") from None
 
-    def counts(self) -> dict[str, int]:
-        """Request counters (see :meth:`FakeMendaCloud.counts`)."""
-        return self._call("GET", "counts")
-
-    def reset_counts(self) -> None:
-        """Zero the counters."""
-        self._call("POST", "reset", {})
-
-    def add_client(self, client_id: str, secret: str) -> None:
-        """Register a machine client."""
-        self._call("POST", "clients", {"client_id": client_id, "secret": secret})
-
-    def add_domain(self, domain: str, owner: str = DEFAULT_OWNER) -> None:
-        """Add a known domain."""
-        self._call("POST", "domains", {"domain": domain, "owner": owner})
-
-    def forbid(self, identity: str, domain: str) -> None:
-        """403 for ``identity`` on ``domain``."""
-        self._call("POST", "forbid", {"identity": identity, "domain": domain})
-
-    def allow(self, identity: str, domain: str) -> None:
-        """Undo :meth:`forbid`."""
-        self._call("POST", "allow", {"identity": identity, "domain": domain})
-
-    def issue_user_token(self, user: str = "alice", lifetime: int = 3600) -> tuple[str, int]:
-        """Mint a user access token; returns (token, expires_at)."""
-        out = self._call("POST", "user-token", {"user": user, "lifetime": lifetime})
-        return out["token"], int(out["expires_at"])
-
-    def configure(
-        self,
-        machine_token_lifetime: int | None = None,
-        registry_token_lifetime: int | None = None,
-    ) -> None:
-        """Change token lifetimes."""
-        self._call(
-            "POST",
-            "config",
-            {
-                "machine_token_lifetime": machine_token_lifetime,
-                "registry_token_lifetime": registry_token_lifetime,
-            },
-        )
-
-    def inject(self, endpoint: str, **kwargs: Any) -> None:
-        """Queue a fault (same keywords as :meth:`FakeMendaCloud.inject`)."""
-        self._call("POST", "faults", {"endpoint": endpoint, **kwargs})
-
-    def clear_faults(self) -> None:
-        """Drop queued faults."""
-        self._call("POST", "clear-faults", {})
-
-    def revoke(self, token: str) -> bool:
-        """Revoke one token."""
-        return bool(self._call("POST", "revoke", {"token": token})["revoked"])
-
-    def revoke_all(self) -> int:
-        """Revoke every access token."""
-        return int(self._call("POST", "revoke", {"all": True})["revoked"])
-
-    def registry_tokens(self) -> list[dict[str, Any]]:
-        """Issued registry tokens."""
-        return self._call("GET", "registry-tokens")
-
-    def is_valid_registry_token(self, token: str, domain: str | None = None) -> bool:
-        """Ask the fake whether a registry token is live (for ``domain``)."""
-        query = {"token": token, **({"domain": domain} if domain is not None else {})}
-        return bool(self._call("GET", "validate?" + urllib.parse.urlencode(query))["valid"])
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name not in CONTROL_METHODS:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        return functools.partial(self.call, name)
 
 
 # Control traffic is loopback: never send it through an HTTP(S)_PROXY from the environment.

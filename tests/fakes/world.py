@@ -122,7 +122,7 @@ class FakeWorld:
                 "client_secret": self.client_secret,
             }
         ).encode()
-        req = urllib.request.Request(f"{self.cloud_url}/oauth2/token", data=form)  # noqa: S310
+        req = urllib.request.Request(f"{self.cloud_url}/oauth2/token", data=form)
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
         with opener.open(req, timeout=10) as resp:
             access = json.loads(resp.read())["access_token"]
@@ -132,7 +132,7 @@ class FakeWorld:
             "domain_owner": self.owner,
             "region": self.region,
         }
-        req = urllib.request.Request(  # noqa: S310
+        req = urllib.request.Request(
             f"{self.cloud_url}/api/v1/auth/registry/token", data=json.dumps(body).encode()
         )
         req.add_header("Content-Type", "application/json")

@@ -25,7 +25,7 @@ class _VirtualSelector(selectors.DefaultSelector):
 
     def select(self, timeout: float | None = None) -> list[Any]:
         loop = self.loop
-        if loop.threads_busy():
+        if loop.pending_threads > 0 or loop.threads_busy():
             wait = 0.05 if timeout is None else min(timeout, 0.05)
             started = time.perf_counter()
             events = super().select(wait)
@@ -39,13 +39,27 @@ class _VirtualSelector(selectors.DefaultSelector):
 
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """Virtual time; real time while a worker thread runs (``run_in_executor`` is counted
+    here, anyio's ``to_thread`` through ``threads_busy``, which its user sets)."""
+
     def __init__(self) -> None:
         self.now = 0.0
+        self.pending_threads = 0
         self.threads_busy: Callable[[], bool] = lambda: False
         super().__init__(_VirtualSelector(self))
 
     def time(self) -> float:
         return self.now
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        future = super().run_in_executor(executor, func, *args)
+        self.pending_threads += 1
+
+        def done(_: object) -> None:
+            self.pending_threads -= 1
+
+        future.add_done_callback(done)
+        return future
 
 
 def run_virtual(main: Callable[[Callable[[], float]], Coroutine[Any, Any, T]]) -> T:

@@ -1,0 +1,116 @@
+"""Environments built from scratch for subprocesses, and the files a Menda user has.
+
+Nothing of the developer's shell or CI (proxies, ``MENDA_*``, a real ``~/.menda``, a
+running daemon) leaks in, so nothing outside a test can make it pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+PYTHON = sys.executable
+KEYRING = str(BIN / "keyring")
+MENDA_CREDD = str(BIN / "menda-credd")
+IS_ROOT = os.geteuid() == 0
+
+CLIENT_ID = "ci-bot"
+#: Sentinels: tests assert these never show up in output, errors or files they should not.
+CLIENT_SECRET = "sentinel-client-secret-7c1d"
+CA_URL = (
+    "https://aws@menda-private-058264169513.d.codeartifact.eu-west-1.amazonaws.com"
+    "/pypi/menda-plugins/simple/"
+)
+
+
+def sentinel(kind: str = "SECRET") -> str:
+    """A unique, greppable secret for leak checks."""
+    return f"SENTINEL-{kind}-{secrets.token_hex(8)}"
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: no MENDA_* or proxies, and a daemon socket nobody listens on."""
+    env = {
+        "HOME": str(home),
+        "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MENDA_CREDD_SOCKET": str(home / "no-daemon.sock"),
+    }
+    env.update(extra)
+    return env
+
+
+def m2m_env(
+    home: Path,
+    cloud: Any,
+    *,
+    client_id: str = CLIENT_ID,
+    secret: str = CLIENT_SECRET,
+    **extra: str,
+) -> dict[str, str]:
+    """``base_env`` with the machine identity trio of ``client_id`` at ``cloud``."""
+    trio = {
+        "MENDA_CLIENT_ID": client_id,
+        "MENDA_CLIENT_SECRET": secret,
+        "MENDA_HOST": cloud.url,
+    }
+    return base_env(home, **{**trio, **extra})
+
+
+def without_menda(env: dict[str, str]) -> dict[str, str]:
+    """``env`` minus every ``MENDA_*`` variable."""
+    return {k: v for k, v in env.items() if not k.startswith("MENDA_")}
+
+
+@contextlib.contextmanager
+def short_tmpdir(prefix: str = "mtd-") -> Iterator[Path]:
+    """A fresh 0700 folder with a short path under /tmp (``sun_path`` is small)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_profile(home: Path, text: str | bytes) -> Path:
+    """Write ``~/.menda/mendacfg`` as ``menda auth configure`` would."""
+    folder = home / ".menda"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / "mendacfg"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def write_user_token(home: Path, profile: str, token: str, expires_at: int, host: str) -> Path:
+    """What ``menda auth login`` leaves in the shared cache for a u2m profile."""
+    folder = home / ".menda" / "tokens" / "cache"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / ".token"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {"version": 1, "tokens": {}}
+    data["tokens"][f"u2m:{profile}"] = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at,
+        "host": host,
+        "auth_type": "u2m",
+    }
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
