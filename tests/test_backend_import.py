@@ -8,7 +8,6 @@ the resolver, ``json`` and friends load on the first CodeArtifact URL.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.env import CA_URL, m2m_env
+from tests.support.procs import run
 
 pytestmark = pytest.mark.cli  # subprocesses resolving in process, no daemon
 
@@ -51,16 +51,7 @@ PROBE = textwrap.dedent(
 
 
 def run_probe(env: dict[str, str]) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, CA_URL],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(run([sys.executable, "-c", PROBE, CA_URL], env).check().stdout)
 
 
 def test_importing_the_backend_brings_nothing_but_the_url_rules(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -33,6 +32,7 @@ from menda_keyring.daemon_protocol import (
     get_request,
     take_line,
 )
+from tests.support.procs import run
 
 ENV = {"MENDA_CLIENT_ID": "c", "MENDA_CLIENT_SECRET": "s", "HOME": "/home/u"}
 
@@ -126,9 +126,8 @@ def test_the_decoder_knows_every_kind_without_importing_the_modules_that_raise_t
         "print(type(e).__name__, e.status_code, type(r).__name__,\n"
         "      'menda_keyring.cloud_protocol' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split()
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    out = run([sys.executable, "-c", code], env).check().stdout.split()
     assert out == ["TransientError", "503", "AccessTokenRejected", "False"]
 
 

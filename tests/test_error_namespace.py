@@ -7,8 +7,8 @@ same holds for a built wheel installed into a fresh virtual environment.
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -20,6 +20,7 @@ from menda_keyring import errors
 from menda_keyring.backend import MendaCodeArtifactKeyring
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.env import BIN, CA_URL, CLIENT_ID, write_profile
+from tests.support.procs import run
 
 pytestmark = pytest.mark.cli  # subprocesses, a wheel build and a fresh venv; no daemon
 
@@ -60,16 +61,7 @@ def probe(python: str, tmp_path: Path, extra_path: Path | None = None) -> dict:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     if extra_path is not None:
         env["PYTHONPATH"] = str(extra_path)
-    result = subprocess.run(
-        [python, "-c", NAMESPACE_PROBE],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json.loads(run([python, "-c", NAMESPACE_PROBE], env, cwd=tmp_path).check().stdout)
 
 
 def other_menda_package(tmp_path: Path) -> Path:
@@ -128,13 +120,9 @@ def _copy_source(into: Path) -> Path:
 def test_a_built_wheel_in_a_fresh_venv_serves_the_namespace(tmp_path: Path) -> None:
     tree = _copy_source(tmp_path)
     dist = tmp_path / "dist"
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(tree)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stderr
+    outside = dict(os.environ)  # the package index settings pip and uv are given here
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", dist, tree]
+    run(pip_wheel, outside, timeout=300).check()
     (wheel,) = dist.glob("menda_keyring-*.whl")
     import zipfile
 
@@ -143,21 +131,10 @@ def test_a_built_wheel_in_a_fresh_venv_serves_the_namespace(tmp_path: Path) -> N
     assert not [n for n in names if n.startswith("menda/") and n.endswith("__init__.py")]
     venv = tmp_path / "venv"
     uv = str(BIN / "uv")
-    made = subprocess.run(
-        [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
+    run([uv, "venv", "--quiet", "--python", sys.executable, venv], outside, timeout=120).check()
     python = str(venv / "bin" / "python")
-    installed = subprocess.run(
-        [uv, "pip", "install", "--quiet", "--offline", "--no-deps", "--python", python, str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert installed.returncode == 0, installed.stderr
+    install = [uv, "pip", "install", "--quiet", "--offline", "--no-deps", "--python", python, wheel]
+    run(install, outside, timeout=120).check()
     found = probe(python, tmp_path, other_menda_package(tmp_path))
     check_namespace(found)
     assert found["module"].startswith(str(venv))
@@ -168,7 +145,7 @@ def test_a_built_wheel_in_a_fresh_venv_serves_the_namespace(tmp_path: Path) -> N
 
 @pytest.fixture
 def in_process(monkeypatch: pytest.MonkeyPatch, home: Path) -> MendaCodeArtifactKeyring:
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("MENDA_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
