@@ -351,10 +351,6 @@ class CredServer:
 
     # -- shutdown and status -------------------------------------------------------------
 
-    async def drain(self, timeout: float) -> None:
-        """Stop: close idle connections now, let busy ones finish for up to ``timeout`` s."""
-        await self.shutdown(timeout)
-
     def status(self) -> dict[str, Any]:
         base = {
             "pid": os.getpid(),
