@@ -111,7 +111,7 @@ def store(path: Path, identity: Identity, token: AccessToken) -> None:
     snapshot = read_snapshot(path)
     if snapshot.corrupt:
         _keep_corrupt_copy(path)
-    tokens = dict(snapshot.tokens)
+    tokens = prune_expired_machine_tokens(snapshot.tokens, time.time())
     tokens[identity.cache_key] = {
         "access_token": token.token,
         "token_type": "Bearer",
@@ -121,6 +121,30 @@ def store(path: Path, identity: Identity, token: AccessToken) -> None:
     }
     payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
     write_private_file_atomically(path, payload.encode("utf-8"))
+
+
+#: Machine tokens this long past their expiry are removed by the next writer.
+PRUNE_AFTER = 3600.0
+
+
+def prune_expired_machine_tokens(tokens: dict[str, Any], now: float) -> dict[str, Any]:
+    """``tokens`` without our machine entries (``m2m:*``) that expired over an hour ago.
+
+    Only the keys menda-keyring writes are ours to remove; user entries (``u2m:*``) and
+    anything else belong to the Menda CLI or other programs and are kept as they are.
+    """
+    kept: dict[str, Any] = {}
+    for key, entry in tokens.items():
+        expires_at = entry.get("expires_at") if isinstance(entry, dict) else None
+        if (
+            key.startswith("m2m:")
+            and isinstance(expires_at, (int, float))
+            and not isinstance(expires_at, bool)
+            and expires_at < now - PRUNE_AFTER
+        ):
+            continue
+        kept[key] = entry
+    return kept
 
 
 def drop(path: Path, identity: Identity, rejected: str) -> None:

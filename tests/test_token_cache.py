@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,21 @@ def test_lock_excludes_and_times_out(tmp_path: Path) -> None:
     with exclusive_lock(lock, 0.1):
         pass
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_a_writer_prunes_long_expired_machine_entries_and_keeps_everything_else(
+    tmp_path: Path,
+) -> None:
+    path = token_cache_path(tmp_path)
+    now = time.time()
+    others = {
+        "m2m:client:old": {"access_token": "a", "expires_at": now - 7200, "host": "h"},
+        "m2m:client:recent": {"access_token": "b", "expires_at": now - 60, "host": "h"},
+        "u2m:default": {"access_token": "c", "expires_at": now - 86400, "host": "h"},
+        "other-program": {"expires_at": 0},
+    }
+    ensure_private_dir(path.parent)
+    path.write_text(json.dumps({"version": 1, "tokens": others}))
+    token_cache.store(path, MACHINE, AccessToken("fresh", now + 3600, HOST, "m2m"))
+    kept = json.loads(path.read_text())["tokens"]
+    assert set(kept) == {"m2m:client:recent", "u2m:default", "other-program", "m2m:client:bot"}
