@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import signal
@@ -19,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from menda_keyring.daemon_client import DaemonUnavailable, DaemonUntrusted
+from menda_keyring.daemon_client import (
+    DaemonSpeaksOtherVersion,
+    DaemonUnavailable,
+    DaemonUntrusted,
+)
+from menda_keyring.daemon_protocol import VERSION as PROTOCOL
 from menda_keyring.errors import ConfigError
 from menda_keyring.fileutil import write_private_file_atomically
 from menda_keyring.paths import default_log_file
@@ -34,6 +38,7 @@ from menda_keyring.procfs import pid_alive
 
 from . import __version__, runtime, service
 from .broker import DEFAULT_IDLE_TIMEOUT
+from .status_report import format_status
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
@@ -142,8 +147,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     except DaemonUntrusted as exc:
         print(f"menda-credd: {exc.reason}; not starting a daemon there", file=sys.stderr)
         return 1
-    if probe is not None and probe.reported_pid is not None:
-        print(f"menda-credd already running (pid {probe.reported_pid})")
+    if probe is not None and (
+        probe.reported_pid is not None or probe.other_release(__version__) is not None
+    ):
+        print(runtime.running_message(probe, __version__))
         return 0
     log_path = Path(args.log_file) if args.log_file else default_log_file()
     try:
@@ -264,66 +271,36 @@ def cmd_stop(args: argparse.Namespace) -> int:
 # -- status -------------------------------------------------------------------------------
 
 
-def _when(ts: object) -> str:
-    if not isinstance(ts, (int, float)):
-        return "-"
-    moment = datetime.datetime.fromtimestamp(ts).astimezone()
-    delta = ts - time.time()
-    rel = f"in {_span(delta)}" if delta >= 0 else f"{_span(-delta)} ago"
-    return f"{moment:%H:%M:%S} ({rel})"
-
-
-def _span(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def format_status(status: dict) -> str:
-    counters = status.get("counters", {})
-    out = [
-        f"menda-credd {status.get('version')} running (pid {status.get('pid')}), "
-        f"up {_span(float(status.get('uptime', 0)))}",
-        f"socket:       {status.get('socket')}"
-        + (" (socket-activated)" if status.get("socket_activated") else ""),
-        f"idle timeout: {_span(float(status.get('idle_timeout', 0)))}",
-        "counters:     " + ", ".join(f"{k} {v}" for k, v in counters.items()),
-    ]
-    entries = status.get("entries", [])
-    if not entries:
-        out.append("entries:      none")
-        return "\n".join(out)
-    header = ("IDENTITY", "DOMAIN", "STATE", "EXPIRES", "LAST REFRESH", "REQUESTS")
-    rows = [header]
-    for e in entries:
-        rows.append(
-            (
-                str(e.get("identity")),
-                f"{e.get('domain')}-{e.get('domain_owner')} ({e.get('region')})",
-                str(e.get("state")),
-                _when(e.get("expires_at")),
-                _when(e.get("last_refresh")),
-                str(e.get("requests")),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    out.append("")
-    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    return "\n".join(out)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     path = _socket(args)
     try:
-        reply = runtime.ask(path, {"op": "status"}, timeout=5.0)
+        status = runtime.status(path, timeout=5.0)
     except DaemonUntrusted as exc:
         if args.json:
             print(json.dumps({"running": False, "socket": path, "refused": exc.reason}))
         print(f"menda-credd: {exc.reason}; not asking it anything", file=sys.stderr)
         return 1
+    except DaemonSpeaksOtherVersion as exc:
+        other = f"menda-credd {exc.package}" if exc.package else "a menda-credd of another release"
+        speaks = f"protocol v{exc.protocol}" if exc.protocol else "another protocol version"
+        if args.json:
+            report = {
+                "running": True,
+                "socket": path,
+                "version": exc.package,
+                "protocol": exc.protocol,
+                "cli_version": __version__,
+                "cli_protocol": PROTOCOL,
+                "compatible": False,
+            }
+            print(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            print(
+                f"{other} is running on {path} and speaks {speaks}; this menda-credd "
+                f"{__version__} speaks v{PROTOCOL} and cannot read its status. "
+                "Restart it: menda-credd stop && menda-credd start"
+            )
+        return 0
     except DaemonUnavailable as exc:
         holder = runtime.lock_holder(path)
         if args.json:
@@ -336,14 +313,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f"menda-credd not running (socket {path}: {exc.reason})")
         return 3
-    status = reply.get("status") if reply.get("ok") else None
-    if not isinstance(status, dict):
-        print("menda-credd answered status with an error", file=sys.stderr)
-        return 1
     if args.json:
-        print(json.dumps({"running": True, **status}, indent=2, sort_keys=True))
+        report = {"running": True, **status, "cli_version": __version__}
+        print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(format_status(status))
+        print(format_status(status, __version__))
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -10,11 +9,14 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from menda_keyring.daemon_protocol import MAX_LINE
+import anyio
+from anyio.abc import SocketListener
+
 from menda_keyring.paths import socket_path as default_socket_path
 
 from . import __version__, runtime
 from .broker import DEFAULT_IDLE_TIMEOUT, Broker
+from .connections import MAX_CONNECTIONS
 from .http_async import AsyncSender
 from .server import CredServer
 
@@ -28,7 +30,7 @@ SHUTDOWN_GRACE = 5.0
 class Options:
     socket: str | None = None
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    max_connections: int = 256
+    max_connections: int = MAX_CONNECTIONS
 
 
 def setup_logging(level: str) -> None:
@@ -64,11 +66,7 @@ def run_foreground(options: Options) -> int:
             return 1
         lock_fd = runtime.acquire_daemon_lock(path)
         if lock_fd is None:
-            pid = _wait_for_pid(path)
-            print(
-                f"menda-credd already running (pid {pid if pid is not None else 'unknown'})",
-                flush=True,
-            )
+            print(_already_running(path, patience=5.0), flush=True)
             return 0
         if os.path.lexists(path):
             try:
@@ -78,8 +76,7 @@ def run_foreground(options: Options) -> int:
                 os.close(lock_fd)
                 return 1
             if runtime.somebody_listens(path):
-                pid = runtime.ping_pid(path)
-                print(f"menda-credd already running (pid {pid or 'unknown'})", flush=True)
+                print(_already_running(path, patience=0.0), flush=True)
                 os.close(lock_fd)
                 return 0
             log.info("removing stale socket %s (nobody listens)", path)
@@ -92,7 +89,7 @@ def run_foreground(options: Options) -> int:
             return 1
         ident = runtime.socket_identity(path)
     try:
-        asyncio.run(_serve(sock, path, options, activated=inherited is not None))
+        anyio.run(_serve, sock, path, options, inherited is not None, backend="asyncio")
     finally:
         if ident is not None:
             runtime.remove_socket_if_ours(path, ident)
@@ -102,51 +99,52 @@ def run_foreground(options: Options) -> int:
     return 0
 
 
-def _wait_for_pid(path: str) -> int | None:
-    """The live daemon may still be starting: give it a moment to answer a ping."""
+def _already_running(path: str, patience: float) -> str:
+    """The "already running" line; the live daemon may still be starting: wait a moment."""
     import time
 
-    end = time.monotonic() + 5.0
+    end = time.monotonic() + patience
     while True:
-        pid = runtime.ping_pid(path, timeout=1.0)
-        if pid is not None or time.monotonic() >= end:
-            return pid
+        try:
+            probe = runtime.probe_daemon(path, timeout=1.0)
+        except runtime.DaemonUntrusted:
+            probe = None
+        if probe is not None and (
+            probe.reported_pid is not None or probe.other_release(__version__) is not None
+        ):
+            return runtime.running_message(probe, __version__)
+        if time.monotonic() >= end:
+            return "menda-credd already running (pid unknown)"
         time.sleep(0.05)
 
 
 async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
+    """Serve on ``sock`` until SIGTERM/SIGINT, then drain within SHUTDOWN_GRACE and close."""
     sender = AsyncSender()
-    async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
-        await _serve_with(broker, sender, sock, path, options, activated)
+    try:
+        async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
+            await _serve_with(broker, sock, path, options, activated)
+    finally:
+        await sender.close()
 
 
 async def _serve_with(
-    broker: Broker,
-    sender: AsyncSender,
-    sock: socket.socket,
-    path: str,
-    options: Options,
-    activated: bool,
+    broker: Broker, sock: socket.socket, path: str, options: Options, activated: bool
 ) -> None:
-    loop = asyncio.get_running_loop()
     server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
-    # We remove the socket file ourselves, only when we bound it: a service manager's
-    # socket stays, and so does a newer daemon's. Python 3.13 would unlink it on close.
-    keep_file: dict[str, bool] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
-    listener = await asyncio.start_unix_server(
-        server.handle, sock=sock, limit=MAX_LINE, **keep_file
-    )
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("menda-credd %s serving on %s (pid %d)", __version__, path, os.getpid())
-    runtime.sd_notify(f"READY=1\nSTATUS=serving on {path}\nMAINPID={os.getpid()}")
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping: no new connections, finishing requests in flight")
-        runtime.sd_notify("STOPPING=1")
-        listener.close()
-        await server.drain(SHUTDOWN_GRACE)
-        broker.close()
-        await sender.close()
+    # The listener never unlinks the socket file: we remove it ourselves, only when we
+    # bound it, so a service manager's socket stays, and so does a newer daemon's.
+    sock.setblocking(False)  # anyio's listener accepts without blocking the loop
+    listener = await SocketListener.from_socket(sock)
+    async with anyio.create_task_group() as group:
+        # Signals are received from before READY until the drain is over: a second
+        # SIGTERM while draining changes nothing instead of killing us mid-answer.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await group.start(server.serve, listener)
+            log.info("menda-credd %s serving on %s (pid %d)", __version__, path, os.getpid())
+            runtime.sd_notify(f"READY=1\nSTATUS=serving on {path}\nMAINPID={os.getpid()}")
+            async for signum in signals:
+                log.info("%s: no new connections, finishing requests in flight", signum.name)
+                break
+            runtime.sd_notify("STOPPING=1")
+            await server.shutdown(SHUTDOWN_GRACE)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import resource
@@ -22,14 +21,25 @@ import socket
 import stat
 import sys
 from collections.abc import MutableMapping
+from typing import Any
 
 from menda_keyring import private_dir, procfs
 from menda_keyring.daemon_client import (
     Connection,
+    DaemonSpeaksOtherVersion,
     DaemonUnavailable,
     DaemonUntrusted,
     connect_checked,
     round_trip,
+)
+from menda_keyring.daemon_protocol import (
+    VERSION,
+    PingReply,
+    PingRequest,
+    Reply,
+    Request,
+    StatusReply,
+    StatusRequest,
 )
 from menda_keyring.peercred import Peer
 
@@ -161,10 +171,17 @@ def lock_holder(socket_file: str) -> int | None:
 # -- talking to a daemon (the CLI, and start's "is somebody there?") ----------------------
 
 
-def ask(path: str, message: dict, timeout: float = 3.0) -> dict:
-    """One request to the daemon at ``path``; raises DaemonUnavailable."""
-    line = json.dumps({"v": 1, **message}, separators=(",", ":")).encode() + b"\n"
-    return round_trip(path, line, timeout)
+def ask(path: str, request: Request, timeout: float = 3.0) -> Reply:
+    """One request to the daemon at ``path``, connection checked; raises DaemonUnavailable."""
+    return round_trip(path, request, timeout)
+
+
+def status(path: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The daemon's ``status`` body; raises DaemonUnavailable (also for an error reply)."""
+    reply = ask(path, StatusRequest(), timeout)
+    if not isinstance(reply, StatusReply):
+        raise DaemonUnavailable("the daemon answered status with an error")
+    return reply.status
 
 
 def ping_pid(path: str, timeout: float = 3.0) -> int | None:
@@ -181,12 +198,47 @@ def ping_pid(path: str, timeout: float = 3.0) -> int | None:
 
 
 class Probe:
-    """What one checked connection to ``path`` learnt: the kernel's peer and the ping reply."""
+    """What one checked connection to ``path`` learnt: the kernel's peer and the ping reply.
 
-    def __init__(self, peer: Peer, reported_pid: int | None, answered: bool) -> None:
+    ``version`` and ``protocol`` are the daemon's package and protocol versions when it
+    named them (a daemon of another protocol version still does, but ``reported_pid`` is
+    then None: nothing else of its reply is read).
+    """
+
+    def __init__(
+        self,
+        peer: Peer,
+        reported_pid: int | None,
+        answered: bool,
+        version: str | None = None,
+        protocol: int | None = None,
+    ) -> None:
         self.peer = peer
         self.reported_pid = reported_pid
         self.answered = answered
+        self.version = version
+        self.protocol = protocol
+
+    def other_release(self, version: str) -> str | None:
+        """What the daemon runs when its release is not ``version`` (ours), else None."""
+        if self.protocol is not None and self.protocol != VERSION:
+            known = f"v{self.protocol}" if self.protocol > 0 else "another version"
+            return f"menda-credd {self.version or '(version unknown)'} (protocol {known})"
+        if self.version is not None and self.version != version:
+            return f"menda-credd {self.version}"
+        return None
+
+
+def running_message(probe: Probe, version: str) -> str:
+    """``start``'s "already running" line: names another release, and how to switch to ours."""
+    pid = probe.reported_pid or probe.peer.pid or "unknown"
+    other = probe.other_release(version)
+    if other is None:
+        return f"menda-credd already running (pid {pid})"
+    return (
+        f"{other} already running (pid {pid}); this is menda-credd {version} "
+        f"(protocol v{VERSION}). To run this one: menda-credd stop && menda-credd start"
+    )
 
 
 def probe_daemon(path: str, timeout: float = 3.0) -> Probe | None:
@@ -202,16 +254,18 @@ def probe_daemon(path: str, timeout: float = 3.0) -> Probe | None:
     except DaemonUnavailable:
         return None
     try:
-        line = json.dumps({"v": 1, "op": "ping"}, separators=(",", ":")).encode() + b"\n"
         try:
-            reply = conn.ask(line, timeout)
+            reply = conn.ask(PingRequest(), timeout)
+        except DaemonSpeaksOtherVersion as exc:
+            # protocol 0: "another version" when its reply did not say which
+            return Probe(conn.peer, None, True, exc.package, exc.protocol or 0)
         except DaemonUnavailable:
             return Probe(conn.peer, None, answered=False)
     finally:
         conn.close()
-    pid = reply.get("pid")
-    reported = pid if reply.get("ok") and isinstance(pid, int) else None
-    return Probe(conn.peer, reported, answered=True)
+    if isinstance(reply, PingReply):
+        return Probe(conn.peer, reply.pid, True, reply.version, reply.protocol)
+    return Probe(conn.peer, None, answered=True)
 
 
 def is_credd_command(argv: list[str] | None) -> bool:

@@ -1,82 +1,68 @@
-"""The daemon's socket server: wire protocol v1 (``menda_keyring.daemon_protocol``) over asyncio.
+"""The daemon's socket server: the protocol of ``menda_keyring.daemon_protocol`` on anyio.
 
 Every connection is checked (peer uid must be ours), bounded (request line size,
-idle read timeout, a cap on open connections) and may carry several requests in
-sequence. Nothing a client sends can crash the daemon: malformed input gets a
-``bad_request`` error reply or a closed connection.
+a read timeout per line, a send timeout per answer, the cap of
+:mod:`menda_credd.connections`) and may carry several requests in sequence.
+Nothing a client sends can crash the daemon: malformed input gets a
+``bad_request`` (or ``unsupported_version``) reply or a closed connection.
 
-The warm path (a token in memory) is kept cheap: the identity an environment-trio
-``env`` resolves to, the registry a service string names and the encoded answer for
-each token are remembered (bounded), and the read timeout is one timer per
-connection rather than a task and a timer per line.
+Connection handlers run in one task group; each has its own cancel scope, so
+eviction and shutdown are cancellations. The warm path (a token in memory) is kept
+cheap: the identity an environment-trio ``env`` resolves to and the registry a
+service string names are remembered (:mod:`menda_credd.identity_memo`), and the
+encoded answer line is kept with each token instead of being re-encoded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
+import math
 import os
-import stat
+import socket
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from menda_keyring.daemon_protocol import HEARTBEAT, MAX_LINE, VERSION, identity_env
-from menda_keyring.errors import MendaError, error_to_wire, redact
-from menda_keyring.identity import (
-    DEFAULT_PROFILE,
-    ENV_CLIENT_ID,
-    ENV_CLIENT_SECRET,
-    ENV_HOST,
-    ENV_PROFILE,
-    Identity,
-    config_path,
-    home_from_env,
-    identity_from_profile,
-    read_config,
-    resolve_identity,
+import anyio
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+
+from menda_keyring import daemon_protocol as wire
+from menda_keyring.daemon_protocol import (
+    HEARTBEAT,
+    HEARTBEAT_LINE,
+    MAX_LINE,
+    NOT_OURS_LINE,
+    GetRequest,
+    LineTooLong,
+    PingReply,
+    PingRequest,
+    StatusReply,
+    TokenReply,
+    decode_request,
+    encode_reply,
+    error_line,
+    take_line,
 )
+from menda_keyring.errors import BadRequestError, DaemonProtocolError, MendaError, redact
+from menda_keyring.identity import Identity
 from menda_keyring.peercred import peer_uid
-from menda_keyring.retry import Deadline, ceiling_from_env
+from menda_keyring.retry import Deadline
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
 
 from . import __version__
 from .broker import Broker
+from .connections import MAX_CONNECTIONS, READ_TIMEOUT, Connection, ConnectionManager, Throttle
 from .entries import Entry
+from .identity_memo import MISSING, IdentityCache, Memo
+from .status_report import MAX_ENTRIES, status_body
 
 log = logging.getLogger("menda_credd.server")
 
-READ_TIMEOUT = 10.0
-MAX_CONNECTIONS = 256
-HEARTBEAT_LINE = json.dumps({"v": VERSION, "wait": True}, separators=(",", ":")).encode() + b"\n"
-NULL_ANSWER = {"v": VERSION, "ok": True, "password": None}
-#: Bound of each warm-path memo (env -> identity, service -> registry).
-MEMO_SIZE = 4096
-_MISSING: Any = object()
-
-
-def encode(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-NULL_LINE = encode(NULL_ANSWER)
+__all__ = ["MAX_CONNECTIONS", "READ_TIMEOUT", "CredServer", "entry_answer", "token_answer"]
 
 
 def token_answer(token: RegistryToken) -> bytes:
-    return encode(
-        {
-            "v": VERSION,
-            "ok": True,
-            "username": token.username,
-            "password": token.token,
-            "expires_at": token.expires_at,
-        }
-    )
+    return encode_reply(TokenReply(token.username, token.token, token.expires_at))
 
 
 def entry_answer(entry: Entry) -> bytes:
@@ -89,152 +75,15 @@ def entry_answer(entry: Entry) -> bytes:
     return cached[1]
 
 
-class Memo:
-    """A bounded least-recently-used mapping (the warm path's memos)."""
-
-    def __init__(self, size: int = MEMO_SIZE) -> None:
-        self.size = size
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-
-    def get(self, key: Any) -> Any:
-        """The value, or ``_MISSING``."""
-        value = self._data.get(key, _MISSING)
-        if value is not _MISSING:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any) -> None:
-        self._data[key] = value
-        if len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-def bad_request(message: str) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "ok": False,
-        "error": {"kind": "bad_request", "message": message, "status_code": None},
-    }
-
-
-def error_reply(error: MendaError, identity: Identity | None = None) -> dict[str, Any]:
+def error_reply(error: MendaError, identity: Identity | None = None) -> bytes:
     """The typed error as in-process resolution would raise it, secret redacted."""
     if identity is not None:
         redact(error, (identity.client_secret or "",))
-    return {"v": VERSION, "ok": False, "error": error_to_wire(error)}
+    return error_line(error)
 
 
-class IdentityCache:
-    """``resolve_identity`` per request, with ``mendacfg`` parsed once per file version.
-
-    Identities from the environment trio depend on nothing but the ``env`` the client
-    sent, so :meth:`request` remembers them by that mapping (bounded). Profile identities
-    are resolved every time (one ``stat`` while ``mendacfg`` is unchanged), so an edit is
-    noticed at once.
-    """
-
-    MAX_FILES = 64
-
-    def __init__(self, size: int = MEMO_SIZE) -> None:
-        self._parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
-        self._from_env = Memo(size)
-
-    def request(self, raw_env: Mapping[str, str]) -> tuple[Identity, Path, float]:
-        """Identity, home folder and resolution ceiling for a request's ``env``.
-
-        Raises the typed error in-process resolution would, in the same order (ceiling,
-        then identity); errors are never remembered.
-        """
-        key = frozenset(raw_env.items())
-        hit = self._from_env.get(key)
-        if hit is not _MISSING:
-            return hit  # type: ignore[no-any-return]
-        env = identity_env(raw_env)
-        ceiling = ceiling_from_env(env)
-        home = home_from_env(env)
-        identity = self.resolve(env, home)
-        if identity.source == "env":
-            self._from_env.put(key, (identity, home, ceiling))
-        return identity, home, ceiling
-
-    def resolve(self, env: Mapping[str, str], home: Path) -> Identity:
-        if env.get(ENV_CLIENT_ID) and env.get(ENV_CLIENT_SECRET) and env.get(ENV_HOST):
-            return resolve_identity(env, home)  # the trio: no file involved
-        profile = env.get(ENV_PROFILE) or DEFAULT_PROFILE
-        path = config_path(home)
-        return identity_from_profile(self.parsed(path), profile, path)
-
-    def parsed(self, path: Path) -> Any:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return read_config(path)  # raises the same typed error as in process
-        if not stat.S_ISREG(st.st_mode):
-            return read_config(path)
-        version = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-        cached = self._parsed.get(str(path))
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        parser = read_config(path)
-        if len(self._parsed) >= self.MAX_FILES:
-            self._parsed.clear()
-        self._parsed[str(path)] = (version, parser)
-        return parser
-
-
-class ReadDeadline:
-    """The idle read timeout of one connection: one timer, not a task and a timer per line.
-
-    ``start()`` when a read begins and ``stop()`` when it ends. The timer is armed for the
-    first read and, when it fires, re-armed for the read then in progress (if any) or left
-    for the next ``start()``; a read that lasts ``timeout`` seconds ends the connection the
-    way end-of-file would (reading paused first, so nothing more is fed in), and
-    ``expired`` tells it apart from a real end-of-file.
-    """
-
-    __slots__ = ("_loop", "_reader", "_transport", "timeout", "_since", "_handle", "expired")
-
-    def __init__(
-        self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, timeout: float
-    ) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._reader = reader
-        self._transport = transport
-        self.timeout = timeout
-        self._since: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self.expired = False
-
-    def start(self) -> None:
-        now = self._loop.time()
-        self._since = now
-        if self._handle is None:
-            self._handle = self._loop.call_at(now + self.timeout, self._fire)
-
-    def stop(self) -> None:
-        self._since = None
-
-    def close(self) -> None:
-        self._since = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        if self._since is None:
-            return  # not reading now: the next start() arms a new timer
-        due = self._since + self.timeout
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._fire)
-            return
-        self.expired = True
-        with contextlib.suppress(Exception):
-            self._transport.pause_reading()  # type: ignore[attr-defined]
-        self._reader.feed_eof()
+class _TooLong(Exception):
+    """A request line past MAX_LINE: answered once, then the connection closes."""
 
 
 class CredServer:
@@ -253,199 +102,203 @@ class CredServer:
         self.broker = broker
         self.socket_path = socket_path
         self.uid = os.getuid() if uid is None else uid
-        self.max_connections = max_connections
         self.read_timeout = read_timeout
         self.activated = activated
         self.identities = IdentityCache()
         self.targets = Memo()
+        self.connections = ConnectionManager(max_connections, broker.count)
+        self.rejections = Throttle()
+        self.refusals = Throttle()
+        self.accept_failures = Throttle()
         self.started_at = time.time()
         self._started_mono = time.monotonic()
-        #: Open connections and when each last did something (monotonic).
-        self.connections: dict[asyncio.Task[Any], float] = {}
-        self.busy: set[asyncio.Task[Any]] = set()
-        self.stopping = False
+        #: The accept loop's cancel scope while it runs (anyio makes scopes inside a loop).
+        self._accepting: anyio.CancelScope | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.connections.stopping
+
+    # -- listening -----------------------------------------------------------------------
+
+    async def serve(
+        self, listener: SocketListener, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept and serve until :meth:`shutdown`; returns when every connection has ended.
+
+        The listener is closed when accepting stops; its socket file is left alone (the
+        daemon removes a file it bound itself; a service manager's stays).
+        """
+        self._accepting = anyio.CancelScope()
+        if self.stopping:
+            self._accepting.cancel()
+        async with anyio.create_task_group() as handlers:
+            with self._accepting:
+                task_status.started()
+                async with listener:
+                    await self._accept(listener, handlers)
+
+    async def _accept(self, listener: SocketListener, handlers: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except anyio.ClosedResourceError:
+                return
+            except (anyio.BrokenResourceError, OSError) as exc:
+                # Out of file descriptors, say: the listener itself is fine; breathe and retry.
+                held = self.accept_failures.admit(time.monotonic())
+                if held is not None:
+                    log.warning(
+                        "accepting a connection failed: %s%s",
+                        exc.__cause__ or exc,
+                        f" ({held} more since the last such warning)" if held else "",
+                    )
+                await anyio.sleep(0.1)
+                continue
+            handlers.start_soon(self.handle, stream)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, close idle connections, give busy ones ``grace`` s to finish."""
+        self.connections.stopping = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        await self.connections.drain(grace)
 
     # -- connections ---------------------------------------------------------------------
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        try:
+    async def handle(self, stream: SocketStream) -> None:
+        async with stream:
             if self.stopping:
                 return
-            uid = peer_uid(writer.get_extra_info("socket"))
+            uid = peer_uid(stream.extra(SocketAttribute.raw_socket))  # noqa: S610 - anyio, not Django
             if uid != self.uid:
                 self.broker.count("peer_rejections")
-                log.warning(
-                    "rejected a connection from uid %s (serving uid %d only)", uid, self.uid
-                )
+                held = self.rejections.admit(time.monotonic())
+                if held is not None:
+                    log.warning(
+                        "rejected a connection from uid %s (serving uid %d only)%s",
+                        uid,
+                        self.uid,
+                        f"; {held} more rejected since the last such warning" if held else "",
+                    )
                 return
-            if len(self.connections) >= self.max_connections and not self._evict_idle():
-                self.broker.count("connections_refused")
-                log.warning(
-                    "too many open connections (%d), all busy; closing a new one",
-                    self.max_connections,
-                )
+            conn = self.connections.admit()
+            if conn is None:
+                held = self.refusals.admit(time.monotonic())
+                if held is not None and not self.stopping:
+                    log.warning(
+                        "too many open connections (%d), all busy; closing a new one%s",
+                        self.connections.cap,
+                        f" ({held} more since the last such warning)" if held else "",
+                    )
                 return
-            self.broker.count("connections")
-            self.connections[task] = time.monotonic()
             try:
-                await self._serve(reader, writer, task)
+                with conn.scope:
+                    await self._serve_lines(stream, conn)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+            except Exception:
+                log.exception("internal error on a connection")
             finally:
-                self.connections.pop(task, None)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("internal error on a connection")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                self.connections.close(conn)
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
-    ) -> None:
-        deadline = ReadDeadline(reader, writer.transport, self.read_timeout)
-        try:
-            await self._serve_lines(reader, writer, task, deadline)
-        finally:
-            deadline.close()
+    async def _serve_lines(self, stream: SocketStream, conn: Connection) -> None:
+        """Requests in sequence; the connection's cancel scope carries its one timeout.
 
-    async def _serve_lines(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        task: asyncio.Task[Any],
-        deadline: ReadDeadline,
-    ) -> None:
-        while not self.stopping:
-            deadline.start()
-            try:
-                line: bytes | None = await reader.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                line = None  # longer than the reader's limit
-            finally:
-                deadline.stop()
-            if deadline.expired:
-                return  # the read timeout: close, as for an idle client
-            if line is None:
-                self.broker.count("bad_requests")
-                writer.write(encode(bad_request(f"request line longer than {MAX_LINE} bytes")))
-                await self._drain(writer)
-                return
-            if not line.strip():
-                if not line:
-                    return  # EOF
-                continue
-            if len(line) > MAX_LINE:
-                self.broker.count("bad_requests")
-                writer.write(encode(bad_request(f"request line longer than {MAX_LINE} bytes")))
-                await self._drain(writer)
-                return
-            self.busy.add(task)
-            self.connections[task] = time.monotonic()
-            try:
-                writer.write(await self.respond(line, writer))
-                if writer.transport.get_write_buffer_size():
-                    await self._drain(writer)  # only when the kernel did not take it all
-            finally:
-                self.busy.discard(task)
-                self.connections[task] = time.monotonic()
-
-    def _evict_idle(self) -> bool:
-        """At the cap, make room by closing the longest-idle connection; False if all are busy.
-
-        An idle connection costs its client nothing to lose (it can reconnect), whereas
-        refusing the newcomer would send a ``keyring get`` to in-process resolution.
+        The scope's deadline is READ_TIMEOUT from the moment the connection waits for
+        its client: for the whole next line, and from the moment an answer is ready
+        for the client to take it and send its next line. While a request is worked on
+        there is none (a ``get`` may wait for menda-cloud far longer, with heartbeats).
+        The deadline passing cancels the scope and so closes the connection: one timer
+        per connection, moved, rather than one per read and per send.
         """
-        idle = [(since, task) for task, since in self.connections.items() if task not in self.busy]
-        if not idle:
-            return False
-        _since, victim = min(idle, key=lambda pair: pair[0])
-        self.connections.pop(victim, None)
-        victim.cancel()
-        # connections_refused counts every connection closed because of the cap;
-        # connections_evicted the part of them that were idle ones making room.
-        self.broker.count("connections_refused")
-        self.broker.count("connections_evicted")
-        return True
+        scope = conn.scope
+        timeout = self.read_timeout
+        raw = stream.extra(SocketAttribute.raw_socket)  # noqa: S610 - anyio, not Django
+        scope.deadline = anyio.current_time() + timeout
+        buffer = b""
+        while not self.stopping:
+            try:
+                line, buffer = await self._read_line(stream, buffer)
+            except _TooLong:
+                self.broker.count("bad_requests")
+                too_long = BadRequestError(f"request line longer than {MAX_LINE} bytes")
+                await stream.send(error_line(too_long))
+                return
+            if line is None:
+                return  # end of stream
+            if not line.strip():
+                continue
+            self.connections.begin(conn)
+            try:
+                scope.deadline = math.inf
+                answer = await self.respond(line, stream)
+                scope.deadline = anyio.current_time() + timeout
+                await _send_now(stream, raw, answer)
+            finally:
+                self.connections.end(conn)
 
-    async def _drain(self, writer: asyncio.StreamWriter) -> None:
-        """Flush, but never wait forever on a client that does not read its answers."""
-        try:
-            await asyncio.wait_for(writer.drain(), self.read_timeout)
-        except asyncio.TimeoutError:
-            writer.transport.abort()
-            raise ConnectionResetError("client does not read its answers") from None
+    async def _read_line(self, stream: SocketStream, buffer: bytes) -> tuple[bytes | None, bytes]:
+        """The next line (None at end of stream) and what follows it in ``buffer``."""
+        while True:
+            try:
+                line, rest = take_line(buffer, MAX_LINE)
+            except LineTooLong:
+                raise _TooLong from None
+            if line is not None:
+                return line, rest
+            try:
+                chunk = await stream.receive(65536)
+            except anyio.EndOfStream:
+                # A last request without its newline is still answered.
+                return (buffer or None), b""
+            buffer += chunk
+
+    async def _send(self, stream: SocketStream, data: bytes) -> None:
+        """Send, but never wait forever on a client that does not read its answers."""
+        with anyio.move_on_after(self.read_timeout) as scope:
+            await stream.send(data)
+        if scope.cancelled_caught:
+            raise ConnectionResetError("client does not read its answers")
 
     # -- requests ------------------------------------------------------------------------
 
-    async def dispatch(self, line: bytes, writer: asyncio.StreamWriter | None = None) -> dict:
+    async def dispatch(self, line: bytes, stream: SocketStream | None = None) -> wire.Reply:
         """The answer to one request line, decoded (:meth:`respond` gives the line itself)."""
-        answer: dict = json.loads(await self.respond(line, writer))
-        return answer
+        op = _op_of(line)
+        return wire.decode_reply(await self.respond(line, stream), op)
 
-    async def respond(self, line: bytes, writer: asyncio.StreamWriter | None = None) -> bytes:
+    async def respond(self, line: bytes, stream: SocketStream | None = None) -> bytes:
         """The answer line to one request line."""
         try:
-            message = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+            request = decode_request(line)
+        except DaemonProtocolError as exc:
             self.broker.count("bad_requests")
-            return encode(bad_request("request is not JSON"))
-        if not isinstance(message, dict):
-            self.broker.count("bad_requests")
-            return encode(bad_request("request must be a JSON object"))
-        version = message.get("v")
-        if type(version) is not int or version != VERSION:
-            self.broker.count("bad_requests")
-            return encode(
-                bad_request(f"unsupported protocol version; this daemon speaks v{VERSION}")
-            )
-        op = message.get("op")
-        if op == "get":
-            return await self.get(message, writer)
-        if op == "ping":
-            return encode({"v": VERSION, "ok": True, "pid": os.getpid(), "version": __version__})
-        if op == "status":
-            return encode({"v": VERSION, "ok": True, "status": self.status()})
-        self.broker.count("bad_requests")
-        shown = op[:40] if isinstance(op, str) else type(op).__name__
-        return encode(bad_request(f"unknown op {shown!r}; expected get, ping or status"))
+            return error_line(exc)
+        if isinstance(request, GetRequest):
+            return await self.get(request, stream)
+        if isinstance(request, PingRequest):
+            return encode_reply(PingReply(os.getpid(), __version__, wire.VERSION))
+        return encode_reply(StatusReply(self.status()))
 
     def target(self, service: str) -> RegistryTarget | None:
         """``parse_codeartifact_service``, remembered per service string (bounded)."""
         target = self.targets.get(service)
-        if target is _MISSING:
+        if target is MISSING:
             target = parse_codeartifact_service(service)
             self.targets.put(service, target)
         return target  # type: ignore[no-any-return]
 
-    async def get(self, message: dict, writer: asyncio.StreamWriter | None) -> bytes:
-        service = message.get("service")
-        username = message.get("username")
-        raw_env = message.get("env", {})
-        if not isinstance(service, str):
-            self.broker.count("bad_requests")
-            return encode(bad_request("service must be a string"))
-        if username is not None and not isinstance(username, str):
-            self.broker.count("bad_requests")
-            return encode(bad_request("username must be a string or null"))
-        if not isinstance(raw_env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in raw_env.items()
-        ):
-            self.broker.count("bad_requests")
-            return encode(bad_request("env must be an object of strings"))
-        if username not in (None, "aws"):
-            return NULL_LINE
-        target = self.target(service)
+    async def get(self, request: GetRequest, stream: SocketStream | None) -> bytes:
+        if request.username not in (None, "aws"):
+            return NOT_OURS_LINE
+        target = self.target(request.service)
         if target is None:
-            return NULL_LINE
+            return NOT_OURS_LINE
         self.broker.count("requests")
         identity = None
         try:
-            identity, home, ceiling = self.identities.request(raw_env)
+            identity, home, ceiling = self.identities.request(request.env)
             scope = ""
             deadline = None
             if identity.auth_type == "u2m":
@@ -454,49 +307,55 @@ class CredServer:
             entry = self.broker.serve_cached(identity, target, scope)
             if entry is not None:
                 return entry_answer(entry)
-            token = await self._wait_with_heartbeats(
-                self.broker.get(identity, target, home, deadline or Deadline(ceiling), scope),
-                writer,
-            )
+            work = self.broker.get(identity, target, home, deadline or Deadline(ceiling), scope)
+            if stream is None:
+                return token_answer(await work)
+            return token_answer(await self._with_heartbeats(work, stream))
         except MendaError as exc:
-            return encode(error_reply(exc, identity))
-        return token_answer(token)
+            return error_reply(exc, identity)
 
-    async def _wait_with_heartbeats(
-        self, work: Any, writer: asyncio.StreamWriter | None
-    ) -> RegistryToken:
-        task = asyncio.ensure_future(work)
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT * 0.8)
-                if done:
-                    return task.result()
-                if writer is not None:
-                    writer.write(HEARTBEAT_LINE)
-                    await self._drain(writer)
-        finally:
-            if not task.done():
-                task.cancel()
+    async def _with_heartbeats(self, work: Any, stream: SocketStream) -> RegistryToken:
+        """Await ``work``, sending a heartbeat every HEARTBEAT s until it is done.
+
+        A client that goes away (or stops reading) meanwhile ends the wait: the
+        connection closes with ``ConnectionResetError``.
+        """
+        outcome: list[Any] = []
+        gone: list[BaseException] = []
+
+        async def beat(scope: anyio.CancelScope) -> None:
+            try:
+                while True:
+                    await anyio.sleep(HEARTBEAT * 0.8)
+                    # Shielded: a heartbeat is never cut in half by the answer being ready
+                    # (the send has its own time limit).
+                    with anyio.CancelScope(shield=True):
+                        await self._send(stream, HEARTBEAT_LINE)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                gone.append(exc)
+                scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(beat, group.cancel_scope)
+            try:
+                outcome.append(await work)
+            except MendaError as exc:
+                outcome.append(exc)
+            group.cancel_scope.cancel()
+        if gone or not outcome:
+            raise ConnectionResetError("client went away while its token was resolved")
+        result = outcome[0]
+        if isinstance(result, MendaError):
+            raise result
+        return result  # type: ignore[no-any-return]
 
     # -- shutdown and status -------------------------------------------------------------
 
-    async def drain(self, timeout: float) -> None:
-        """Stop: close idle connections now, let busy ones finish for up to ``timeout`` s."""
-        self.stopping = True
-        for task in [t for t in self.connections if t not in self.busy]:
-            task.cancel()
-        end = time.monotonic() + timeout
-        while self.busy and time.monotonic() < end:
-            await asyncio.wait(set(self.busy), timeout=end - time.monotonic())
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(set(self.connections), timeout=1.0)
-
     def status(self) -> dict[str, Any]:
-        return {
+        base = {
             "pid": os.getpid(),
             "version": __version__,
+            "protocol": wire.VERSION,
             "uid": self.uid,
             "socket": self.socket_path,
             "socket_activated": self.activated,
@@ -505,5 +364,29 @@ class CredServer:
             "idle_timeout": self.broker.idle_timeout,
             "open_connections": len(self.connections),
             "counters": dict(self.broker.counters),
-            "entries": self.broker.snapshot(),
         }
+        broker = self.broker
+        return status_body(base, broker.summary(), broker.snapshot(limit=MAX_ENTRIES))
+
+
+async def _send_now(stream: SocketStream, raw: socket.socket, data: bytes) -> None:
+    """Send ``data``; straight into the kernel's buffer when it has room (the warm path).
+
+    An answer line almost always fits the socket buffer: handing it over at once spares
+    the event-loop round trip that ``stream.send`` makes before it writes. What does not
+    fit goes through ``stream.send``, which waits for the client to read.
+    """
+    try:
+        sent = raw.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        await stream.send(data[sent:])
+
+
+def _op_of(line: bytes) -> str:
+    try:
+        request = decode_request(line)
+    except DaemonProtocolError:
+        return "get"
+    return request.op

@@ -1,8 +1,9 @@
 """The keyring backend: CodeArtifact URLs get a short-lived token, everything else None.
 
 ``keyring`` imports this module at every start-up (entry point group
-``keyring.backends``), so it imports only the standard library and our own
-small stdlib-only modules; the in-process driver loads on first use.
+``keyring.backends``), for every site, so it imports only what deciding "is this
+URL ours" needs: keyring's own classes and :mod:`menda_keyring.urls`. The daemon
+client, the in-process resolver and the errors load on the first CodeArtifact URL.
 """
 
 from __future__ import annotations
@@ -15,23 +16,11 @@ from collections.abc import Mapping
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
-from .daemon_client import (
-    DaemonUnavailable,
-    DaemonUntrusted,
-    request_line,
-    round_trip,
-    total_timeout,
-)
-from .errors import DaemonBusy, MendaError, error_from_wire
-from .paths import socket_path
 from .urls import RegistryTarget, parse_codeartifact_service
 
 log = logging.getLogger(__name__)
 
 CODEARTIFACT_USERNAME = "aws"
-_DAEMON_OFF = ("off", "0", "false", "no")
-#: Socket paths this process has already warned about: one line each, not one per call.
-_warned: set[str] = set()
 
 
 class MendaCodeArtifactKeyring(KeyringBackend):
@@ -50,6 +39,8 @@ class MendaCodeArtifactKeyring(KeyringBackend):
         target = parse_codeartifact_service(service)
         if target is None:
             return None
+        from .errors import MendaError
+
         try:
             token = fetch_token(service, target, os.environ)
         except MendaError as exc:
@@ -75,35 +66,6 @@ class MendaCodeArtifactKeyring(KeyringBackend):
 
 def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) -> str:
     """The token from the daemon when one answers, else resolved in this process."""
-    if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
-        try:
-            return _from_daemon(service, env)
-        except DaemonUntrusted as exc:
-            warn_untrusted(exc)
-        except DaemonUnavailable as exc:
-            log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .in_process import InProcessResolver
+    from .shim import fetch_token as fetch
 
-    return InProcessResolver(env).resolve(target).token
-
-
-def warn_untrusted(exc: DaemonUntrusted) -> None:
-    """One line on stderr (once per socket path and process): a foreign socket was skipped."""
-    if exc.path not in _warned:
-        _warned.add(exc.path)
-        print(f"menda-keyring: {exc.reason}; resolving in process", file=sys.stderr)
-
-
-def _from_daemon(service: str, env: Mapping[str, str]) -> str:
-    reply = round_trip(
-        socket_path(env), request_line(service, CODEARTIFACT_USERNAME, env), total_timeout(env)
-    )
-    if reply.get("ok"):
-        password = reply.get("password")
-        if isinstance(password, str) and password:
-            return password
-        raise DaemonUnavailable("the daemon did not recognise the service")
-    error = error_from_wire(reply.get("error") if isinstance(reply.get("error"), dict) else {})
-    if isinstance(error, DaemonBusy):
-        raise DaemonUnavailable(f"the daemon is busy: {error.message}")
-    raise error
+    return fetch(service, target, env)

@@ -15,7 +15,9 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 from . import __version__
+from .errors import AccessTokenRejected as AccessTokenRejected  # re-exported: moved to errors
 from .errors import MendaCloudAPIError, NoCachedLoginError, shown
+from .errors import TransientError as TransientError  # re-exported: moved to errors
 from .identity import Identity
 from .tokens import AccessToken, RegistryToken
 from .urls import RegistryTarget
@@ -42,24 +44,6 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]  # lower-case names
     body: bytes = field(repr=False)
-
-
-class TransientError(MendaCloudAPIError):
-    """Worth another try after ``retry_after`` seconds (None: use backoff)."""
-
-    kind = "menda_cloud_transient"
-
-    def __init__(
-        self, message: str, status_code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, status_code)
-        self.retry_after = retry_after
-
-
-class AccessTokenRejected(MendaCloudAPIError):
-    """menda-cloud said 401 invalid_token: drop the Menda token and, for machines, get a new one."""
-
-    kind = "menda_access_token_rejected"
 
 
 def oauth_request(identity: Identity) -> HttpRequest:

@@ -8,7 +8,6 @@ caller resolves in process instead, so a wedged daemon never hangs uv or pip.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -16,7 +15,22 @@ import threading
 import time
 from collections.abc import Mapping
 
-from .daemon_protocol import MAX_LINE, VERSION, identity_env
+from .daemon_protocol import (
+    MAX_LINE,
+    MAX_REPLY,
+    VERSION,
+    ErrorReply,
+    Heartbeat,
+    LineTooLong,
+    ProtocolMismatch,
+    Reply,
+    Request,
+    decode_reply,
+    encode_request,
+    get_request,
+    take_line,
+)
+from .errors import DaemonProtocolError, UnsupportedVersionError
 from .peercred import Peer, peer_credentials
 from .private_dir import describe_uid, folder_problem
 
@@ -93,15 +107,21 @@ def connect_checked(path: str, timeout: float = 1.0) -> tuple[socket.socket, Pee
     return sock, peer
 
 
+class DaemonSpeaksOtherVersion(DaemonUnavailable):
+    """The daemon runs a release whose protocol version is not ours (an upgrade meanwhile).
+
+    ``protocol`` and ``package`` are the daemon's versions where its reply named them.
+    """
+
+    def __init__(self, reason: str, protocol: int | None, package: str | None) -> None:
+        super().__init__(reason)
+        self.protocol = protocol
+        self.package = package
+
+
 def request_line(service: str, username: str | None, env: Mapping[str, str]) -> bytes:
-    message = {
-        "v": VERSION,
-        "op": "get",
-        "service": service,
-        "username": username,
-        "env": identity_env(env),
-    }
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+    """The encoded ``get`` a shim sends (for callers that write raw bytes to the socket)."""
+    return encode_request(get_request(service, username, env))
 
 
 def total_timeout(env: Mapping[str, str]) -> float:
@@ -126,9 +146,9 @@ class Connection:
         self.sock, self.peer = connect_checked(path, CONNECT_TIMEOUT)
         self.daemon_pid = self.peer.pid
 
-    def ask(self, line: bytes, total_timeout: float) -> dict:
-        """Send one request line on this connection and return the final answer."""
-        return _converse(self, line, total_timeout, reused=False)
+    def ask(self, request: Request, total_timeout: float) -> Reply:
+        """Send one request on this connection and return the final answer."""
+        return _final(_converse(self, request, total_timeout, reused=False))
 
     def close(self) -> None:
         self.sock.close()
@@ -158,19 +178,19 @@ def _keep(conn: Connection) -> None:
         previous.close()
 
 
-def round_trip(path: str, line: bytes, total_timeout: float) -> dict:
-    """Send one request line and return the final answer, skipping heartbeats.
+def round_trip(path: str, request: Request, total_timeout: float) -> Reply:
+    """Send one request and return the final answer, skipping heartbeats.
 
     Reuses the connection a previous call of this process left open (a library caller
     such as pip's import provider asks many times); a kept connection the daemon has
-    closed meanwhile is replaced once, transparently.
+    closed meanwhile is replaced once, transparently. The daemon's own complaints about
+    the request (``bad_request``, ``unsupported_version``, ``daemon_busy``) and replies in
+    another protocol version are ``DaemonUnavailable``: the caller does without it.
     """
-    if len(line) > MAX_LINE:
-        raise DaemonUnavailable("request too large for the daemon")
     kept = _take_kept(path)
     if kept is not None:
         try:
-            reply = _converse(kept, line, total_timeout, reused=True)
+            reply = _converse(kept, request, total_timeout, reused=True)
         except _StaleConnection:
             kept.close()
         except BaseException:
@@ -178,18 +198,31 @@ def round_trip(path: str, line: bytes, total_timeout: float) -> dict:
             raise
         else:
             _keep(kept)
-            return reply
+            return _final(reply)
     conn = Connection(path)
     try:
-        reply = _converse(conn, line, total_timeout, reused=False)
+        reply = _converse(conn, request, total_timeout, reused=False)
     except BaseException:
         conn.close()
         raise
     _keep(conn)
+    return _final(reply)
+
+
+def _final(reply: Reply) -> Reply:
+    if isinstance(reply, ErrorReply) and isinstance(reply.error, DaemonProtocolError):
+        if isinstance(reply.error, UnsupportedVersionError):
+            raise DaemonSpeaksOtherVersion(
+                f"the daemon does not speak protocol v{VERSION}", None, None
+            )
+        raise DaemonUnavailable(f"the daemon refused the request ({reply.error.kind})")
     return reply
 
 
-def _converse(conn: Connection, line: bytes, total_timeout: float, reused: bool) -> dict:
+def _converse(conn: Connection, request: Request, total_timeout: float, reused: bool) -> Reply:
+    line = encode_request(request)
+    if len(line) > MAX_LINE:
+        raise DaemonUnavailable("request too large for the daemon")
     sock = conn.sock
     try:
         sock.settimeout(CONNECT_TIMEOUT)
@@ -203,15 +236,18 @@ def _converse(conn: Connection, line: bytes, total_timeout: float, reused: bool)
     buffer = b""
     answered = False
     while True:
-        newline = buffer.find(b"\n")
-        while newline >= 0:
-            reply = _parse(buffer[:newline])
-            buffer = buffer[newline + 1 :]
-            if not reply.get("wait"):
+        while True:
+            try:
+                raw, buffer = take_line(buffer, MAX_REPLY)
+            except LineTooLong:
+                raise DaemonUnavailable("the daemon's answer is too large") from None
+            if raw is None:
+                break
+            reply = _decode(raw, request.op)
+            if not isinstance(reply, Heartbeat):
                 if buffer:
                     raise DaemonUnavailable("the daemon sent more than one answer")
                 return reply
-            newline = buffer.find(b"\n")
         left = end - time.monotonic()
         if left <= 0:
             raise DaemonUnavailable("the daemon did not finish in time")
@@ -236,15 +272,12 @@ def _converse(conn: Connection, line: bytes, total_timeout: float, reused: bool)
         answered = True
         silent_since = time.monotonic()
         buffer += chunk
-        if len(buffer) > MAX_LINE:
-            raise DaemonUnavailable("the daemon's answer is too large")
 
 
-def _parse(raw: bytes) -> dict:
+def _decode(raw: bytes, op: str) -> Reply:
     try:
-        reply = json.loads(raw)
-    except ValueError:
-        raise DaemonUnavailable("the daemon's answer is not JSON") from None
-    if not isinstance(reply, dict) or reply.get("v") != VERSION:
-        raise DaemonUnavailable("the daemon speaks another protocol version")
-    return reply
+        return decode_reply(raw, op)
+    except ProtocolMismatch as exc:
+        if exc.peer_version is not None and exc.peer_version != VERSION:
+            raise DaemonSpeaksOtherVersion(exc.reason, exc.peer_version, exc.peer_package) from None
+        raise DaemonUnavailable(exc.reason) from None

@@ -3,10 +3,18 @@
 Messages name the file, profile and host involved and never a secret or token,
 because keyring prints them verbatim to the terminal and to CI logs. Each error
 can be rebuilt from ``(kind, message, status_code)`` so that the daemon can send
-it over its socket and the shim can raise the very same class.
+it over its socket and the shim can raise the very same class: every class
+registers its ``kind`` when it is defined (:func:`error_class` looks it up), so
+what the decoder knows never depends on which modules happen to be imported.
+
+Standard library only, and no imports at all: the keyring start-up path may load it.
+The same classes are importable as ``menda.error.exceptions``.
 """
 
 from __future__ import annotations
+
+#: kind -> class, filled as each class is defined (``MendaError.__init_subclass__``).
+_BY_KIND: dict[str, type[MendaError]] = {}
 
 
 class MendaError(Exception):
@@ -14,12 +22,34 @@ class MendaError(Exception):
 
     kind = "menda_error"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            return  # travels as its nearest ancestor with a kind of its own
+        other = _BY_KIND.get(cls.kind)
+        if other is not None and other is not cls:
+            raise TypeError(f"kind {cls.kind!r} of {cls.__name__} is already {other.__name__}'s")
+        _BY_KIND[cls.kind] = cls
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
     def __str__(self) -> str:
         return self.message
+
+
+_BY_KIND[MendaError.kind] = MendaError
+
+
+def error_class(kind: object) -> type[MendaError]:
+    """The class registered for ``kind``; MendaError for a kind this version does not know."""
+    return _BY_KIND.get(kind, MendaError) if isinstance(kind, str) else MendaError
+
+
+def known_kinds() -> dict[str, type[MendaError]]:
+    """Every registered kind (a copy), for tests and documentation."""
+    return dict(_BY_KIND)
 
 
 class ConfigError(MendaError):
@@ -73,7 +103,46 @@ class ResolutionTimeoutError(MendaCloudAPIError):
     kind = "resolution_timeout"
 
 
-class DaemonBusy(MendaError):
+class TransientError(MendaCloudAPIError):
+    """Worth another try after ``retry_after`` seconds (None: use backoff)."""
+
+    kind = "menda_cloud_transient"
+
+    def __init__(
+        self, message: str, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code)
+        self.retry_after = retry_after
+
+
+class AccessTokenRejected(MendaCloudAPIError):
+    """menda-cloud said 401 invalid_token: drop the Menda token and, for machines, get a new one."""
+
+    kind = "menda_access_token_rejected"
+
+
+class DaemonProtocolError(MendaError):
+    """The daemon and its client did not understand each other (never the user's to fix).
+
+    The daemon answers with one of these; the shim then resolves in process at once.
+    """
+
+    kind = "daemon_protocol_error"
+
+
+class BadRequestError(DaemonProtocolError):
+    """A request the daemon cannot read: not JSON, wrong field types, unknown op, too long."""
+
+    kind = "bad_request"
+
+
+class UnsupportedVersionError(DaemonProtocolError):
+    """A request in a protocol version the daemon does not speak (a newer shim, usually)."""
+
+    kind = "unsupported_version"
+
+
+class DaemonBusy(DaemonProtocolError):
     """The daemon cannot take this request now (saturated, or stopping): resolve in process."""
 
     kind = "daemon_busy"
@@ -148,35 +217,3 @@ def redact(error: MendaError, secrets: tuple[str, ...]) -> MendaError:
         error.message = message
         error.args = (message,)
     return error
-
-
-_BY_KIND: dict[str, type[MendaError]] = {}
-
-
-def _register() -> None:
-    stack: list[type[MendaError]] = [MendaError]
-    while stack:
-        cls = stack.pop()
-        _BY_KIND[cls.kind] = cls
-        stack.extend(cls.__subclasses__())
-
-
-def error_to_wire(error: MendaError) -> dict[str, object]:
-    """The JSON-safe form of ``error`` the daemon sends to the shim."""
-    return {
-        "kind": error.kind,
-        "message": error.message,
-        "status_code": getattr(error, "status_code", None),
-    }
-
-
-def error_from_wire(data: dict[str, object]) -> MendaError:
-    """Rebuild the typed error the daemon reported; unknown kinds become MendaError."""
-    if not _BY_KIND:
-        _register()
-    cls = _BY_KIND.get(str(data.get("kind")), MendaError)
-    message = str(data.get("message", "menda-credd reported an error"))
-    if issubclass(cls, MendaCloudAPIError):
-        status = data.get("status_code")
-        return cls(message, status if isinstance(status, int) else None)
-    return cls(message)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from menda_credd import service
-from menda_keyring.daemon_client import request_line, round_trip
+from menda_keyring.daemon_client import round_trip
+from menda_keyring.daemon_protocol import Reply, TokenReply, get_request
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
 from tests.support.env import CA_URL, base_env, m2m_env
@@ -185,10 +186,10 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     env = m2m_env(home, cloud, MENDA_CREDD_SOCKET=str(sockdir / "c.sock"))
     daemon = Daemon(env, env["MENDA_CREDD_SOCKET"]).start()
     cloud.inject("registry", delay=2.0)
-    answers: list[dict] = []
+    answers: list[Reply] = []
     worker = threading.Thread(
         target=lambda: answers.append(
-            round_trip(daemon.socket, request_line(CA_URL, "aws", env), 30.0)
+            round_trip(daemon.socket, get_request(CA_URL, "aws", env), 30.0)
         )
     )
     worker.start()
@@ -196,14 +197,12 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(
     os.kill(daemon.pid, signal.SIGTERM)
     worker.join(30)
     assert daemon.proc is not None and daemon.proc.wait(30) == 0
-    assert answers and answers[0]["ok"], answers
-    assert cloud.is_valid_registry_token(answers[0]["password"])
+    assert answers and isinstance(answers[0], TokenReply), answers
+    assert cloud.is_valid_registry_token(answers[0].password)
     assert not os.path.exists(daemon.socket)
     # Nothing was written to disk but the machine token in the shared cache.
     assert CA_URL not in (home / ".menda" / "tokens" / "cache" / ".token").read_text()
-    assert (
-        answers[0]["password"] not in (home / ".menda" / "tokens" / "cache" / ".token").read_text()
-    )
+    assert answers[0].password not in (home / ".menda" / "tokens" / "cache" / ".token").read_text()
 
 
 def test_status_human_output_and_idle_timeout_from_the_environment(

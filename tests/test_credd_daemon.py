@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from menda_keyring.daemon_client import request_line, round_trip
+from menda_keyring.daemon_protocol import TokenReply, get_request
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.daemon import Daemon
 from tests.support.env import (
@@ -82,7 +83,7 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
     cloud: FakeMendaCloud, daemon: Daemon, env: dict[str, str]
 ) -> None:
     cloud.configure(registry_token_lifetime=8)
-    line = request_line(CA_URL, "aws", env)
+    request = get_request(CA_URL, "aws", env)
     received: list[tuple[float, float, str, bool]] = []  # (asked, answered, token, by CLI)
     end = time.time() + 20.0
     cli_every, next_cli = 2.0, time.time() + 1.0
@@ -95,9 +96,9 @@ def test_short_lived_tokens_are_refreshed_ahead_and_never_served_expired(
             token = result.stdout.strip()
             next_cli = time.time() + cli_every
         else:
-            reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
-            assert reply["ok"], reply
-            token = reply["password"]
+            reply = round_trip(env["MENDA_CREDD_SOCKET"], request, 30.0)
+            assert isinstance(reply, TokenReply), reply
+            token = reply.password
             time.sleep(0.02)  # pacing only: about 40 requests a second
         received.append((asked, time.time(), token, by_cli))
 
@@ -128,12 +129,12 @@ def test_a_failed_refresh_keeps_serving_the_valid_token_and_retries(
     cloud.configure(registry_token_lifetime=10)
     first = keyring_get(env).stdout.strip()
     cloud.inject("registry", status=403, times=1)  # the next refresh fails for good ...
-    line = request_line(CA_URL, "aws", env)
+    request = get_request(CA_URL, "aws", env)
 
     def refreshed() -> bool:
-        reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
-        assert reply["ok"], reply
-        return reply["password"] != first
+        reply = round_trip(env["MENDA_CREDD_SOCKET"], request, 30.0)
+        assert isinstance(reply, TokenReply), reply
+        return reply.password != first
 
     wait_until(refreshed, timeout=30, interval=0.1, what="a refreshed token")
     counters = daemon.counters()
@@ -148,12 +149,12 @@ def test_a_background_refresh_makes_one_http_try_per_attempt(
     cloud.configure(registry_token_lifetime=12)
     first = keyring_get(env).stdout.strip()
     cloud.inject("registry", status=503, times=2)  # the next two registry calls fail
-    line = request_line(CA_URL, "aws", env)
+    request = get_request(CA_URL, "aws", env)
 
     def refreshed() -> bool:
-        reply = round_trip(env["MENDA_CREDD_SOCKET"], line, 30.0)
-        assert reply["ok"], reply
-        return reply["password"] != first
+        reply = round_trip(env["MENDA_CREDD_SOCKET"], request, 30.0)
+        assert isinstance(reply, TokenReply), reply
+        return reply.password != first
 
     wait_until(refreshed, timeout=40, interval=0.1, what="a refreshed token")
     counters = daemon.counters()

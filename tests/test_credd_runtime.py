@@ -22,7 +22,9 @@ from menda_credd.broker import Broker
 from menda_credd.server import CredServer
 from menda_keyring import peercred
 from menda_keyring.daemon_client import DaemonUntrusted, request_line
+from menda_keyring.daemon_protocol import PingReply, PingRequest
 from tests.support.env import CA_URL, short_tmpdir
+from tests.support.server import serve_in_thread
 from tests.support.waiting import wait_until
 
 IS_ROOT = os.geteuid() == 0
@@ -144,41 +146,6 @@ def closed_without_answer(sock: socket.socket) -> bool:
         return True
 
 
-def _serve_in_thread(server: CredServer, path: str):
-    """Run a CredServer on ``path`` in a background event loop; returns a stop function."""
-    import threading
-
-    started = threading.Event()
-    holder: dict[str, object] = {}
-
-    async def main() -> None:
-        holder["loop"] = asyncio.get_running_loop()
-        holder["task"] = asyncio.current_task()
-        async with server.broker:
-            listener = await asyncio.start_unix_server(server.handle, path=path)
-            started.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                listener.close()
-                await server.drain(1.0)
-
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            asyncio.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(10)
-
-    def stop() -> None:
-        loop = holder["loop"]
-        loop.call_soon_threadsafe(holder["task"].cancel)  # type: ignore[attr-defined]
-        thread.join(30)
-
-    return stop
-
-
 async def _never(*_args: object) -> object:
     raise AssertionError("no upstream call expected")
 
@@ -188,7 +155,7 @@ def test_a_connection_from_another_uid_is_closed_and_counted(sockdir: Path) -> N
     broker = Broker(_never)
     # The server serves a uid that is not ours: our own connection is the foreign peer.
     server = CredServer(broker, path, uid=os.getuid() + 4242)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(10)
@@ -215,7 +182,7 @@ def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
     path = str(open_dir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         os.chmod(path, 0o777)  # noqa: S103
         result = subprocess.run(
@@ -231,9 +198,10 @@ def check_a_real_other_user_is_rejected(open_dir: Path) -> None:
         assert broker.counters["peer_rejections"] == 1
         # Our own client refuses a folder open to others; closed again, it is served.
         with pytest.raises(DaemonUntrusted, match="open to group or others"):
-            runtime.ask(path, {"op": "ping"})
+            runtime.ask(path, PingRequest())
         open_dir.chmod(0o700)
-        assert runtime.ask(path, {"op": "ping"})["pid"] == os.getpid()
+        pong = runtime.ask(path, PingRequest())
+        assert isinstance(pong, PingReply) and pong.pid == os.getpid()
     finally:
         stop()
 
@@ -262,7 +230,7 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(sockdir: Path) -> Non
     path = str(sockdir / "s.sock")
     broker = Broker(_never)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     socks = []
     try:
         for _ in range(2):
@@ -298,7 +266,7 @@ def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
 
     broker = Broker(hung_upstream)
     server = CredServer(broker, path, max_connections=2, read_timeout=30)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     env = {
         "HOME": str(tmp_path),
         "MENDA_CLIENT_ID": "c",
@@ -332,7 +300,7 @@ def test_at_the_cap_with_every_connection_busy_a_newcomer_is_closed(
 def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.5)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog:
             hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -352,7 +320,7 @@ def test_a_client_that_never_reads_is_dropped(sockdir: Path) -> None:
 def test_an_idle_connection_is_closed_after_the_read_timeout(sockdir: Path) -> None:
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.3)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(20)
@@ -369,7 +337,7 @@ def test_a_busy_connection_outlives_the_read_timeout_and_then_idles_out(
     """One timer per connection, re-armed: only a read lasting the whole timeout ends it."""
     path = str(sockdir / "s.sock")
     server = CredServer(Broker(_never), path, read_timeout=0.5)
-    stop = _serve_in_thread(server, path)
+    stop = serve_in_thread(server, path)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(20)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from menda_credd.broker import Broker, Entry
-from menda_credd.server import CredServer, Memo, encode
+from menda_credd.identity_memo import Memo
+from menda_credd.server import CredServer
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
+from menda_keyring.daemon_protocol import NotOurs, TokenReply, frame
 from menda_keyring.errors import InvalidHostError
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import parse_codeartifact_service
@@ -91,7 +93,7 @@ def test_warm_answers_are_encoded_once_per_token_and_unchanged(tmp_path: Path) -
         entry.token = RegistryToken("caat_one", expires_at=now + 3600, issued_at=now)
         broker.entries[key] = entry
         one = await server.respond(_line(env))
-        assert one == encode(
+        assert one == frame(
             {
                 "v": 1,
                 "ok": True,
@@ -104,10 +106,11 @@ def test_warm_answers_are_encoded_once_per_token_and_unchanged(tmp_path: Path) -
         entry.token = RegistryToken("caat_two", expires_at=now + 7200, issued_at=now)
         two = await server.respond(_line(env))
         assert json.loads(two)["password"] == "caat_two"
-        assert await server.dispatch(_line(env)) == json.loads(two)
+        assert await server.dispatch(_line(env)) == TokenReply("aws", "caat_two", now + 7200)
         # Not ours, or another username: null, whether remembered or not.
         for line in (_line(env, "https://pypi.org/simple/"), _line(env, URL, "bob")) * 2:
             assert json.loads(await server.respond(line)) == {"v": 1, "ok": True, "password": None}
+            assert await server.dispatch(line) == NotOurs()
         assert broker.counters["requests"] == 4
         assert broker.counters["hits"] == 4
 

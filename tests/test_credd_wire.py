@@ -37,7 +37,6 @@ def replies(data: bytes) -> list[dict]:
         (b"[1, 2, 3]\n", "JSON object"),
         (b'"v"\n', "JSON object"),
         (b'{"op": "ping"}\n', "version"),
-        (b'{"v": 2, "op": "ping"}\n', "version"),
         (b'{"v": true, "op": "ping"}\n', "version"),
         (b'{"v": "1", "op": "ping"}\n', "version"),
         (b'{"v": 1, "op": "explode"}\n', "unknown op"),
@@ -57,6 +56,24 @@ def test_malformed_requests_get_a_bad_request_reply(
     assert reply["error"]["kind"] == "bad_request"
     assert needle in reply["error"]["message"]
     assert daemon.counters()["bad_requests"] >= 1
+
+
+def test_a_newer_protocol_version_is_refused_by_name_and_the_connection_serves_on(
+    daemon: Daemon,
+) -> None:
+    data = b'{"v": 2, "op": "ping", "new_field": [1]}\n{"v": 1, "op": "ping", "new_field": 1}\n'
+    refused, ping = replies(raw_exchange(daemon.socket, data))
+    assert refused["v"] == 1 and refused["ok"] is False
+    assert refused["error"]["kind"] == "unsupported_version"
+    assert "v2" in refused["error"]["message"] and "v1" in refused["error"]["message"]
+    # A field this daemon does not know is ignored, not refused.
+    assert ping == {
+        "v": 1,
+        "ok": True,
+        "pid": daemon.pid,
+        "version": ping["version"],
+        "protocol": 1,
+    }
 
 
 def test_an_oversized_line_is_refused_and_the_daemon_survives(daemon: Daemon) -> None:
@@ -81,7 +98,13 @@ def test_several_requests_on_one_connection_and_blank_lines(daemon: Daemon) -> N
         + json.dumps({"v": 1, "op": "get", "service": NOT_OURS}).encode()  # no newline at EOF
     )
     first, second, third, fourth, fifth = replies(raw_exchange(daemon.socket, data))
-    assert first == {"v": 1, "ok": True, "pid": daemon.pid, "version": first["version"]}
+    assert first == {
+        "v": 1,
+        "ok": True,
+        "pid": daemon.pid,
+        "version": first["version"],
+        "protocol": 1,
+    }
     assert second["error"]["kind"] == "bad_request"
     assert third["ok"] and third["status"]["pid"] == daemon.pid
     assert fourth == {"v": 1, "ok": True, "password": None}

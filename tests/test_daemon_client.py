@@ -16,9 +16,9 @@ import pytest
 from menda_keyring.daemon_client import (
     IDLE_TIMEOUT,
     DaemonUnavailable,
-    request_line,
     round_trip,
 )
+from menda_keyring.daemon_protocol import Reply, TokenReply, get_request
 from menda_keyring.peercred import peer_credentials
 from menda_keyring.procfs import waiting_for_cpu as _waiting_for_cpu
 from tests.fakes.menda_cloud import FakeMendaCloud
@@ -102,7 +102,7 @@ SILENT_DAEMON = textwrap.dedent(
 )
 
 
-def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[dict | str, float]:
+def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[Reply | str, float]:
     path = str(tmp_path / f"{how}.sock")
     daemon = subprocess.Popen(
         [sys.executable, "-c", SILENT_DAEMON, path, how, str(silence)],
@@ -113,7 +113,7 @@ def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[dict | 
         assert daemon.stdout is not None and daemon.stdout.readline().strip() == "ready"
         started = time.monotonic()
         try:
-            answer: dict | str = round_trip(path, request_line("svc", "aws", {}), 30)
+            answer: Reply | str = round_trip(path, get_request("svc", "aws", {}), 30)
         except DaemonUnavailable as exc:
             answer = exc.reason
         return answer, time.monotonic() - started
@@ -125,7 +125,7 @@ def ask_silent_daemon(tmp_path: Path, how: str, silence: float) -> tuple[dict | 
 @linux_only
 def test_a_starved_daemon_is_waited_for(tmp_path: Path) -> None:
     answer, elapsed = ask_silent_daemon(tmp_path, "spin", IDLE_TIMEOUT + 2)
-    assert answer == {"v": 1, "ok": True, "password": "late-answer"}
+    assert answer == TokenReply("aws", "late-answer", None)
     assert elapsed >= IDLE_TIMEOUT
 
 

@@ -18,20 +18,21 @@ from typing import Any
 
 from menda_credd import runtime
 from menda_keyring.daemon_client import DaemonUnavailable
+from menda_keyring.daemon_protocol import PingRequest, Reply, Request
 from tests.support.env import PYTHON
 from tests.support.procs import credd
 from tests.support.waiting import wait_until
 
 
-def ask(path: str | Path, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+def ask(path: str | Path, request: Request, timeout: float = 10.0) -> Reply:
     """One request to the daemon at ``path``, as the product's client sends it."""
-    return runtime.ask(str(path), message, timeout)
+    return runtime.ask(str(path), request, timeout)
 
 
 def daemon_reachable(path: str | Path) -> bool:
     """True when somebody answers a ping at ``path``."""
     try:
-        ask(path, {"op": "ping"}, timeout=2.0)
+        ask(path, PingRequest(), timeout=2.0)
     except DaemonUnavailable:
         return False
     return True
@@ -112,9 +113,7 @@ class Daemon:
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         """The status the daemon reports over its socket."""
-        reply = ask(self.socket, {"op": "status"}, timeout)
-        assert reply["ok"], reply
-        return reply["status"]
+        return runtime.status(self.socket, timeout)
 
     def counters(self) -> dict[str, int]:
         return self.status()["counters"]
