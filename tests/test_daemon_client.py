@@ -45,9 +45,12 @@ def wait_for_state(pid: int, wanted: bytes, timeout: float = 10.0) -> None:
 
 @linux_only
 def test_runnable_means_waiting_for_cpu_and_stopped_does_not() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spin = "print('spinning', flush=True)\nwhile True: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
     asleep = subprocess.Popen(["sleep", "60"])
     try:
+        # Past its start-up (which reads files, and may sleep on them): only the loop left.
+        assert busy.stdout is not None and busy.stdout.readline() == b"spinning\n"
         wait_for_state(busy.pid, b"R")
         wait_for_state(asleep.pid, b"S")
         assert _waiting_for_cpu(busy.pid)
