@@ -363,7 +363,7 @@ class Broker:
     def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows for ``status``, most recently used first (at most ``limit``)."""
         now = self.clock()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for entry in reversed(self.entries.values()):
             if limit is not None and len(rows) >= limit:
                 break

@@ -350,8 +350,8 @@ def _run_plan(plan: service.Plan, dry_run: bool) -> int:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 print(f"removed {path}")
-    for command in plan.after:
-        status = max(status, _run(list(command), dry_run))
+    for after in plan.after:
+        status = max(status, _run(list(after), dry_run))
     return status
 
 

@@ -25,7 +25,7 @@ WARN_INTERVAL = 60.0
 class Connection:
     """One client connection: its cancel scope, whether it is mid-request, when it last acted."""
 
-    __slots__ = ("scope", "busy", "since", "done")
+    __slots__ = ("busy", "done", "scope", "since")
 
     def __init__(self, now: float) -> None:
         self.scope = anyio.CancelScope()

@@ -20,7 +20,7 @@ XUCRED_SIZE = 76
 _UCRED = struct.Struct("3i")
 
 
-class Peer(tuple):
+class Peer(tuple[int | None, int | None]):
     """``(pid, uid)`` of the peer; None where the kernel would not say.
 
     A plain tuple subclass rather than a ``NamedTuple``: this module is imported at
@@ -34,11 +34,13 @@ class Peer(tuple):
 
     @property
     def pid(self) -> int | None:
-        return self[0]
+        pid: int | None = self[0]
+        return pid
 
     @property
     def uid(self) -> int | None:
-        return self[1]
+        uid: int | None = self[1]
+        return uid
 
 
 def parse_ucred(raw: bytes) -> Peer:
@@ -50,7 +52,7 @@ def parse_ucred(raw: bytes) -> Peer:
 def parse_xucred(raw: bytes) -> int:
     """The uid in a macOS ``struct xucred`` (u_int cr_version, uid_t cr_uid, ...)."""
     _version, uid = struct.unpack_from("=2I", raw)
-    return uid
+    return int(uid)
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
