@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from menda_keyring.daemon_protocol import identity_env
 from menda_keyring.identity import (
     DEFAULT_PROFILE,
@@ -74,11 +76,12 @@ class IdentityCache:
         self._parsed: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
         self._from_env = Memo(size)
 
-    def request(self, raw_env: Mapping[str, str]) -> tuple[Identity, Path, float]:
+    async def request(self, raw_env: Mapping[str, str]) -> tuple[Identity, Path, float]:
         """Identity, home folder and resolution ceiling for a request's ``env``.
 
         Raises the typed error in-process resolution would, in the same order (ceiling,
-        then identity); errors are never remembered.
+        then identity); errors are never remembered. ``mendacfg`` is read in a worker
+        thread, never on the event loop (a slow or hostile file stalls only its caller).
         """
         key = frozenset(raw_env.items())
         hit = self._from_env.get(key)
@@ -87,30 +90,32 @@ class IdentityCache:
         env = identity_env(raw_env)
         ceiling = ceiling_from_env(env)
         home = home_from_env(env)
-        identity = self.resolve(env, home)
+        identity = await self.resolve(env, home)
         if identity.source == "env":
             self._from_env.put(key, (identity, home, ceiling))
         return identity, home, ceiling
 
-    def resolve(self, env: Mapping[str, str], home: Path) -> Identity:
+    async def resolve(self, env: Mapping[str, str], home: Path) -> Identity:
         if env.get(ENV_CLIENT_ID) and env.get(ENV_CLIENT_SECRET) and env.get(ENV_HOST):
             return resolve_identity(env, home)  # the trio: no file involved
         profile = env.get(ENV_PROFILE) or DEFAULT_PROFILE
         path = config_path(home)
-        return identity_from_profile(self.parsed(path), profile, path)
+        return identity_from_profile(await self.parsed(path), profile, path)
 
-    def parsed(self, path: Path) -> Any:
+    async def parsed(self, path: Path) -> Any:
+        """The parsed file: remembered while its ``stat`` is unchanged, else read off the loop."""
         try:
             st = os.stat(path)
         except OSError:
-            return read_config(path)  # raises the same typed error as in process
-        if not stat.S_ISREG(st.st_mode):
-            return read_config(path)
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            # Raises the same typed error as in process (missing, a FIFO, a device, ...).
+            return await anyio.to_thread.run_sync(read_config, path)
         version = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
         cached = self._parsed.get(str(path))
         if cached is not None and cached[0] == version:
             return cached[1]
-        parser = read_config(path)
+        parser = await anyio.to_thread.run_sync(read_config, path)
         if len(self._parsed) >= self.MAX_FILES:
             self._parsed.clear()
         self._parsed[str(path)] = (version, parser)

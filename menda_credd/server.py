@@ -298,7 +298,7 @@ class CredServer:
         self.broker.count("requests")
         identity = None
         try:
-            identity, home, ceiling = self.identities.request(request.env)
+            identity, home, ceiling = await self.identities.request(request.env)
             scope = ""
             deadline = None
             if identity.auth_type == "u2m":

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from menda_credd.broker import Broker, Entry
@@ -44,29 +45,35 @@ def _line(env: dict, service: str = URL, username: str | None = "aws") -> bytes:
 
 
 def test_env_trio_identities_are_remembered_by_env_and_errors_never(tmp_path: Path) -> None:
-    server = CredServer(Broker(_never), "/nonexistent")
-    cache = server.identities
-    first, home, ceiling = cache.request(_env(tmp_path))
-    assert (home, ceiling) == (tmp_path, 30.0)
-    assert cache.request(dict(reversed(list(_env(tmp_path).items()))))[0] is first
-    other = cache.request(_env(tmp_path, secret="t"))[0]
-    assert other is not first and other.fingerprint != first.fingerprint
-    for _ in range(2):
-        with pytest.raises(InvalidHostError):
-            cache.request(_env(tmp_path, host="http://evil.example"))
-    assert len(cache._from_env) == 2
+    async def main() -> None:
+        cache = CredServer(Broker(_never), "/nonexistent").identities
+        first, home, ceiling = await cache.request(_env(tmp_path))
+        assert (home, ceiling) == (tmp_path, 30.0)
+        again = await cache.request(dict(reversed(list(_env(tmp_path).items()))))
+        assert again[0] is first
+        other = (await cache.request(_env(tmp_path, secret="t")))[0]
+        assert other is not first and other.fingerprint != first.fingerprint
+        for _ in range(2):
+            with pytest.raises(InvalidHostError):
+                await cache.request(_env(tmp_path, host="http://evil.example"))
+        assert len(cache._from_env) == 2
+
+    anyio.run(main)
 
 
 def test_profile_identities_follow_mendacfg_edits(tmp_path: Path) -> None:
-    cache = CredServer(Broker(_never), "/nonexistent").identities
-    cfg = tmp_path / ".menda" / "mendacfg"
-    cfg.parent.mkdir()
-    cfg.write_text("[default]\nhost = https://one.example.menda.cloud\n")
-    env = {"HOME": str(tmp_path)}
-    assert cache.request(env)[0].host == "https://one.example.menda.cloud"
-    cfg.write_text("[default]\nhost = https://two.example.menda.cloud/\n")
-    assert cache.request(env)[0].host == "https://two.example.menda.cloud"
-    assert len(cache._from_env) == 0
+    async def main() -> None:
+        cache = CredServer(Broker(_never), "/nonexistent").identities
+        cfg = tmp_path / ".menda" / "mendacfg"
+        cfg.parent.mkdir()
+        cfg.write_text("[default]\nhost = https://one.example.menda.cloud\n")
+        env = {"HOME": str(tmp_path)}
+        assert (await cache.request(env))[0].host == "https://one.example.menda.cloud"
+        cfg.write_text("[default]\nhost = https://two.example.menda.cloud/\n")
+        assert (await cache.request(env))[0].host == "https://two.example.menda.cloud"
+        assert len(cache._from_env) == 0
+
+    anyio.run(main)
 
 
 def test_memo_is_a_bounded_lru() -> None:
@@ -85,7 +92,7 @@ def test_warm_answers_are_encoded_once_per_token_and_unchanged(tmp_path: Path) -
         broker = Broker(_never)
         server = CredServer(broker, "/nonexistent")
         env = _env(tmp_path)
-        identity = server.identities.request(env)[0]
+        identity = (await server.identities.request(env))[0]
         assert TARGET is not None
         key = (identity.fingerprint, TARGET)
         now = time.time()
