@@ -12,8 +12,6 @@ with SO_PEERCRED (Linux) or LOCAL_PEERCRED (macOS); systemd socket activation
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import resource
@@ -41,6 +39,7 @@ from menda_keyring.daemon_protocol import (
     StatusReply,
     StatusRequest,
 )
+from menda_keyring.fileutil import try_flock
 from menda_keyring.peercred import Peer
 
 log = logging.getLogger("menda_credd")
@@ -132,17 +131,22 @@ def lock_path(socket_file: str) -> str:
 
 
 def acquire_daemon_lock(socket_file: str) -> int | None:
-    """Take the exclusive flock held for the daemon's life; None when another daemon has it."""
+    """Take the exclusive flock held for the daemon's life; None when another daemon has it.
+
+    Our own ``try_flock`` rather than ``filelock``: the holder's pid is written into the
+    locked file itself, for ``status`` to name a daemon that no longer answers.
+    """
     fd = os.open(
         lock_path(socket_file), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
     )
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+        acquired = try_flock(fd)
+    except OSError:
         os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
         raise
+    if not acquired:
+        os.close(fd)
+        return None
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -157,11 +161,11 @@ def lock_holder(socket_file: str) -> int | None:
         return None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if try_flock(fd):
+                return None  # free (closing the fd releases it again)
         except OSError:
-            data = os.pread(fd, 32, 0)  # held: by a live daemon
-        else:
-            return None  # free (closing the fd releases it again)
+            pass
+        data = os.pread(fd, 32, 0)  # held: by a live daemon
     finally:
         os.close(fd)
     text = data.decode("ascii", "replace").strip()

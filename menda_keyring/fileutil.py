@@ -72,6 +72,21 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without waiting: True if taken, False if held.
+
+    The one place where contention is told apart from a real error (the token cache lock
+    here, the daemon's life lock in ``menda_credd.runtime``).
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
 class ExclusiveLock:
     """An exclusive flock on ``path`` (created 0600), taken with a bounded wait.
 
@@ -90,12 +105,11 @@ class ExclusiveLock:
         pause = 0.002
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    os.close(fd)
-                    raise
-            else:
+                acquired = try_flock(fd)
+            except OSError:
+                os.close(fd)
+                raise
+            if acquired:
                 self._fd = fd
                 return True
             left = deadline - time.monotonic()
