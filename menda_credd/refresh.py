@@ -81,7 +81,7 @@ class RefreshSchedule(Generic[K]):
     def arm(self, key: K, when: float) -> None:
         self._when[key] = when
         heapq.heappush(self._heap, (when, next(self._seq), key))
-        if len(self._heap) > 4 * len(self._when) + 64:
+        if len(self._heap) > 2 * len(self._when) + 64:
             self._compact()
 
     def disarm(self, key: K) -> None:
