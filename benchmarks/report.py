@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 TARGETS = {
-    "2_plugin_startup": 1.05,
-    "2b_plugin_startup_wheel_venv": 1.05,
-    "3_warm_daemon": 1.10,
-    "3b_warm_daemon_wheel_venv": 1.10,
-    "4_in_process_cached_menda_token": 1.5,
+    "2_plugin_startup": 1.02,
+    "2b_plugin_startup_wheel_venv": 1.02,
+    "3_warm_daemon": 1.05,
+    "3b_warm_daemon_wheel_venv": 1.05,
+    "4_in_process_cached_menda_token": 1.3,
 }
 
 
