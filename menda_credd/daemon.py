@@ -22,6 +22,8 @@ from .server import CredServer
 
 log = logging.getLogger("menda_credd")
 
+#: Worker threads for file work; the token cache lock waits in one per cache at most.
+WORKER_THREADS = 8
 #: In-flight requests get this long to finish after SIGTERM.
 SHUTDOWN_GRACE = 5.0
 
@@ -120,6 +122,9 @@ def _already_running(path: str, patience: float) -> str:
 
 async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT, then drain within SHUTDOWN_GRACE and close."""
+    # Few worker threads (token cache and mendacfg reads, the cache lock): each thread that
+    # parses a file grows its own malloc arena, and anyio's default of 40 cost ~40 MB RSS.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     sender = AsyncSender()
     try:
         async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import (
@@ -58,6 +57,7 @@ from .errors import (
     UnsupportedVersionError,
     error_class,
 )
+from .records import Record
 
 VERSION = 1
 #: Longest request line the daemon reads.
@@ -116,27 +116,31 @@ def take_line(buffer: bytes, limit: int) -> tuple[bytes | None, bytes]:
 # -- requests -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GetRequest:
+class GetRequest(Record):
     """A token for ``service``, as the caller whose identity ``env`` describes."""
 
+    __slots__ = ("env", "service", "username")
+    _hidden = ("env",)
     service: str
     username: str | None
-    env: Mapping[str, str] = field(repr=False)
+    env: Mapping[str, str]
     op = "get"
 
+    def __init__(self, service: str, username: str | None, env: Mapping[str, str]) -> None:
+        self._set(service=service, username=username, env=env)
 
-@dataclass(frozen=True)
-class PingRequest:
+
+class PingRequest(Record):
     """Who answers here: pid and versions (``start``'s "already running", ``stop``)."""
 
+    __slots__ = ()
     op = "ping"
 
 
-@dataclass(frozen=True)
-class StatusRequest:
+class StatusRequest(Record):
     """What the daemon holds, bounded (``menda-credd status``)."""
 
+    __slots__ = ()
     op = "status"
 
 
@@ -208,40 +212,56 @@ def _decode_get(message: dict[str, Any]) -> GetRequest:
 # -- replies --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(Record):
     """Still working on a ``get``: keep waiting."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True)
-class TokenReply:
+
+class TokenReply(Record):
+    __slots__ = ("expires_at", "password", "username")
+    _hidden = ("password",)
     username: str
-    password: str = field(repr=False)
+    password: str
     expires_at: float | None
 
+    def __init__(self, username: str, password: str, expires_at: float | None) -> None:
+        self._set(username=username, password=password, expires_at=expires_at)
 
-@dataclass(frozen=True)
-class NotOurs:
+
+class NotOurs(Record):
     """Not a CodeArtifact service of ours (or another user name): ``password`` null."""
 
+    __slots__ = ()
 
-@dataclass(frozen=True)
-class ErrorReply:
+
+class ErrorReply(Record):
     """The typed error in-process resolution would have raised (or the daemon's own)."""
 
+    __slots__ = ("error",)
     error: MendaError
 
+    def __init__(self, error: MendaError) -> None:
+        self._set(error=error)
 
-@dataclass(frozen=True)
-class PingReply:
+
+class PingReply(Record):
+    __slots__ = ("pid", "protocol", "version")
     pid: int
     version: str  # the daemon's package version
     protocol: int  # the protocol version it speaks
 
+    def __init__(self, pid: int, version: str, protocol: int) -> None:
+        self._set(pid=pid, version=version, protocol=protocol)
 
-@dataclass(frozen=True)
-class StatusReply:
+
+class StatusReply(Record):
+    __slots__ = ("status",)
+    _hidden = ("status",)
     status: dict[str, Any]
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self._set(status=status)
 
 
 Reply = Heartbeat | TokenReply | NotOurs | ErrorReply | PingReply | StatusReply

@@ -23,7 +23,6 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +46,7 @@ from .errors import (
     shown,
 )
 from .identity import Identity
+from .records import Record
 from .retry import Deadline, RetryPolicy, call_timeout
 from .tokens import AccessToken, RegistryToken
 from .urls import RegistryTarget
@@ -56,58 +56,81 @@ T = TypeVar("T")
 # -- effects: what a flow asks its driver to do -------------------------------------------
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(Record):
     """Send ``request``; the result is an :class:`HttpResponse`, or a raised MendaError."""
 
+    __slots__ = ("request", "timeout")
     request: HttpRequest
     timeout: float
 
+    def __init__(self, request: HttpRequest, timeout: float) -> None:
+        self._set(request=request, timeout=timeout)
 
-@dataclass(frozen=True)
-class Sleep:
+
+class Sleep(Record):
     """Wait ``seconds`` before the next try."""
 
+    __slots__ = ("seconds",)
     seconds: float
 
+    def __init__(self, seconds: float) -> None:
+        self._set(seconds=seconds)
 
-@dataclass(frozen=True)
-class ReadCache:
+
+class ReadCache(Record):
     """Read the token cache file; the result is a :class:`token_cache.CacheSnapshot`."""
 
+    __slots__ = ("path",)
     path: Path
 
+    def __init__(self, path: Path) -> None:
+        self._set(path=path)
 
-@dataclass(frozen=True)
-class LockCache:
+
+class LockCache(Record):
     """Take the cache's exclusive lock (creating its private folder); result: True, or False
     when it was not free within ``timeout`` seconds. OSError: the folder is unusable."""
 
+    __slots__ = ("path", "timeout")
     path: Path
     timeout: float
 
+    def __init__(self, path: Path, timeout: float) -> None:
+        self._set(path=path, timeout=timeout)
 
-@dataclass(frozen=True)
-class UnlockCache:
+
+class UnlockCache(Record):
+    __slots__ = ("path",)
     path: Path
 
+    def __init__(self, path: Path) -> None:
+        self._set(path=path)
 
-@dataclass(frozen=True)
-class StoreToken:
+
+class StoreToken(Record):
     """Write ``token`` under ``identity``'s key (the lock is held). OSError: not written."""
 
+    __slots__ = ("identity", "path", "token")
+    _hidden = ("token",)
     path: Path
     identity: Identity
-    token: AccessToken = field(repr=False)
+    token: AccessToken
+
+    def __init__(self, path: Path, identity: Identity, token: AccessToken) -> None:
+        self._set(path=path, identity=identity, token=token)
 
 
-@dataclass(frozen=True)
-class DropToken:
+class DropToken(Record):
     """Forget the entry of ``identity`` if it still holds ``rejected`` (the lock is held)."""
 
+    __slots__ = ("identity", "path", "rejected")
+    _hidden = ("rejected",)
     path: Path
     identity: Identity
-    rejected: str = field(repr=False)
+    rejected: str
+
+    def __init__(self, path: Path, identity: Identity, rejected: str) -> None:
+        self._set(path=path, identity=identity, rejected=rejected)
 
 
 Effect = Send | Sleep | ReadCache | LockCache | UnlockCache | StoreToken | DropToken
@@ -117,17 +140,25 @@ Flow = Generator[Effect, Any, T]
 # -- stepping a flow: shared by both drivers --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     """What performing an effect gave: a value, or the exception it raised."""
 
-    value: Any = None
-    error: BaseException | None = None
+    __slots__ = ("error", "value")
+    _hidden = ("value",)
+    value: Any
+    error: BaseException | None
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._set(value=value, error=error)
 
 
-@dataclass(frozen=True)
-class Done(Generic[T]):
+class Done(Record, Generic[T]):
+    __slots__ = ("value",)
+    _hidden = ("value",)
     value: T
+
+    def __init__(self, value: T) -> None:
+        self._set(value=value)
 
 
 #: Exceptions a driver throws back into the flow: the flow decides what they mean.
