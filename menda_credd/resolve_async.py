@@ -29,6 +29,7 @@ from menda_keyring.fileutil import ensure_private_dir
 AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
 
 MAX_UPSTREAM = 4
+NOTHING = flow.Outcome()
 MAX_PER_HOST = 2
 
 
@@ -150,9 +151,12 @@ class AsyncEffects:
 async def drive(steps: flow.Flow[flow.T], effects: AsyncEffects) -> flow.T:
     """Run the flow ``steps`` to its end on this event loop; cancellation releases its locks."""
     held: dict[Path, _HeldLock] = {}
-    outcome = flow.Outcome()
+    outcome = NOTHING
     try:
         while not isinstance(step := flow.advance(steps, outcome), flow.Done):
+            # Let go of the last result (a parsed token cache, say) before waiting again:
+            # a flow queued on the cache lock would otherwise hold it all that time.
+            outcome = NOTHING
             outcome = await effects.outcome_of(step, held)
         return step.value
     finally:

@@ -151,3 +151,39 @@ def test_a_flood_of_cold_requests_for_a_slow_host_does_not_starve_another_identi
             assert elapsed < 15, elapsed
             counters = daemon.counters()
             assert counters["busy"] >= 1 or counters["exchanges_registry"] >= 1
+
+
+def test_flows_queued_on_the_cache_lock_do_not_each_hold_a_parsed_cache(tmp_path: Path) -> None:
+    """64 cold identities of one home at once, with a token cache of 2,000 entries."""
+    cache = tmp_path / ".menda" / "tokens" / "cache"
+    cache.mkdir(parents=True, mode=0o700)
+    others = {
+        f"u2m:other-{n}": {"access_token": "x" * 100, "expires_at": 4_000_000_000, "host": "h"}
+        for n in range(2000)
+    }
+    (cache / ".token").write_text(json.dumps({"version": 1, "tokens": others}))
+    size = (cache / ".token").stat().st_size
+
+    async def main() -> int:
+        async with Broker(_instant) as broker:
+            tracemalloc.start()
+            try:
+                async with anyio.create_task_group() as tg:
+                    for n in range(64):
+                        env = {
+                            "MENDA_CLIENT_ID": f"client-{n}",
+                            "MENDA_CLIENT_SECRET": "s",
+                            "MENDA_HOST": "http://127.0.0.1:9",
+                        }
+                        identity = resolve_identity(env, tmp_path)
+                        tg.start_soon(broker.get, identity, TARGET, tmp_path, Deadline(60.0))
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert broker.counters["exchanges_oauth"] == 64
+            return peak
+
+    peak = anyio.run(main)
+    # Measured: a peak of ~106 x the file's size (a few parses and writes at once); with
+    # every queued flow holding its parsed copy, ~180 x.
+    assert peak < 150 * size, (peak, size)
