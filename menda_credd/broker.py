@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from menda_keyring.cloud_protocol import HttpRequest
 from menda_keyring.errors import DaemonBusy, MendaError
 from menda_keyring.identity import Identity, token_cache_path
 from menda_keyring.resolution import Resolution
@@ -357,7 +358,7 @@ class Broker:
 
     # -- status --------------------------------------------------------------------------
 
-    def _counted(self, request: Any) -> None:
+    def _counted(self, request: HttpRequest) -> None:
         self.count("exchanges_oauth" if request.what == "oauth2/token" else "exchanges_registry")
 
     def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:

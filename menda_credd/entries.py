@@ -16,6 +16,7 @@ import anyio
 from menda_keyring.errors import MendaError
 from menda_keyring.identity import Identity
 from menda_keyring.resolution import Resolution
+from menda_keyring.retry import RetryPolicy
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget
 
@@ -34,7 +35,7 @@ class Flight:
     error: MendaError | None = None
     waiters: int = 0
 
-    def join(self, policy_of_requests: Any) -> None:
+    def join(self, policy_of_requests: RetryPolicy) -> None:
         """A request waits on this flight from now on: its tries follow the normal policy."""
         self.waiters += 1
         self.resolution.policy = policy_of_requests
