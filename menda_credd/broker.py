@@ -33,7 +33,8 @@ from anyio.abc import TaskGroup
 
 from menda_keyring.cloud_protocol import HttpRequest
 from menda_keyring.errors import DaemonBusy, MendaError
-from menda_keyring.identity import Identity, token_cache_path
+from menda_keyring.identity import Identity
+from menda_keyring.paths import token_cache_path
 from menda_keyring.resolution import Resolution
 from menda_keyring.retry import DEFAULT_CEILING, Deadline, RetryPolicy
 from menda_keyring.tokens import AccessToken, RegistryToken

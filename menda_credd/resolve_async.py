@@ -24,7 +24,7 @@ import filelock
 from menda_keyring import resolution as flow
 from menda_keyring import token_cache
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
-from menda_keyring.fileutil import ensure_private_dir
+from menda_keyring.private_dir import make_private_dirs
 
 AsyncSend = Callable[[HttpRequest, float], Awaitable[HttpResponse]]
 
@@ -100,7 +100,7 @@ class AsyncEffects:
             forget()
             return None
         try:
-            await anyio.to_thread.run_sync(ensure_private_dir, path.parent)
+            await anyio.to_thread.run_sync(make_private_dirs, path.parent)
             file_lock = filelock.FileLock(
                 path, mode=0o600, thread_local=False, fallback_to_soft=False
             )

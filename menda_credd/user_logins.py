@@ -19,7 +19,8 @@ from pathlib import Path
 import anyio
 
 from menda_keyring import token_cache
-from menda_keyring.identity import Identity, token_cache_path
+from menda_keyring.identity import Identity
+from menda_keyring.paths import token_cache_path
 from menda_keyring.retry import Deadline
 from menda_keyring.tokens import AccessToken
 

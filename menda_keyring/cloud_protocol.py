@@ -15,9 +15,13 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
 from . import __version__
-from .errors import AccessTokenRejected as AccessTokenRejected  # re-exported: moved to errors
-from .errors import MendaCloudAPIError, NoCachedLoginError, shown
-from .errors import TransientError as TransientError  # re-exported: moved to errors
+from .errors import (
+    AccessTokenRejected,
+    MendaCloudAPIError,
+    NoCachedLoginError,
+    TransientError,
+    shown,
+)
 from .identity import Identity
 from .tokens import AccessToken, RegistryToken
 from .urls import RegistryTarget

@@ -18,16 +18,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import ConfigError
-from .private_dir import make_private_dirs
 
 
 class LockTimeout(TimeoutError):
     """The lock was not free within the time allowed."""
-
-
-#: Create a folder and its parents 0700 whatever the umask, verifying each one made
-#: (an ``OSError``, ``private_dir.NotPrivateError`` among them, when that fails).
-ensure_private_dir = make_private_dirs
 
 
 def write_private_file_atomically(path: Path, data: bytes) -> None:

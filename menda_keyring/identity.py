@@ -28,8 +28,6 @@ from .errors import (
 )
 from .fileutil import read_regular_file
 from .paths import config_path
-from .paths import menda_dir as menda_dir  # re-exported: older importers find it here
-from .paths import token_cache_path as token_cache_path
 
 ENV_CLIENT_ID = "MENDA_CLIENT_ID"
 ENV_CLIENT_SECRET = "MENDA_CLIENT_SECRET"  # noqa: S105 - a variable name, not a secret

@@ -16,8 +16,10 @@ from typing import Any
 from . import resolution as flow
 from . import token_cache
 from .cloud_protocol import HttpRequest, HttpResponse
-from .fileutil import ExclusiveLock, ensure_private_dir
-from .identity import home_from_env, resolve_identity, token_cache_path
+from .fileutil import ExclusiveLock
+from .identity import home_from_env, resolve_identity
+from .paths import token_cache_path
+from .private_dir import make_private_dirs
 from .retry import Deadline, RetryPolicy, ceiling_from_env
 from .tokens import RegistryToken
 from .urls import RegistryTarget
@@ -50,7 +52,7 @@ class SyncEffects:
         if isinstance(effect, flow.ReadCache):
             return token_cache.read_snapshot(effect.path)
         if isinstance(effect, flow.LockCache):
-            ensure_private_dir(effect.path.parent)
+            make_private_dirs(effect.path.parent)
             lock = ExclusiveLock(effect.path)
             if not lock.acquire(effect.timeout):
                 return False

@@ -28,20 +28,20 @@ from typing import Any, Generic, TypeVar
 
 from . import token_cache
 from .cloud_protocol import (
-    AccessTokenRejected,
     HttpRequest,
     HttpResponse,
-    TransientError,
     oauth_request,
     parse_oauth_response,
     parse_registry_response,
     registry_request,
 )
 from .errors import (
+    AccessTokenRejected,
     ConfigError,
     MendaCloudAPIError,
     MendaError,
     NoCachedLoginError,
+    TransientError,
     redact,
     shown,
 )

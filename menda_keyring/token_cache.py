@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .fileutil import ensure_private_dir, read_regular_file, write_private_file_atomically
+from .fileutil import read_regular_file, write_private_file_atomically
 from .identity import Identity
-from .private_dir import NOT_WRITABLE, NotPrivateError, check_private_dir
+from .private_dir import NOT_WRITABLE, NotPrivateError, check_private_dir, make_private_dirs
 from .tokens import AccessToken
 
 CACHE_VERSION = 1
@@ -107,7 +107,7 @@ def lock_path_for(path: Path) -> Path:
 
 def store(path: Path, identity: Identity, token: AccessToken) -> None:
     """Write ``token`` under ``identity.cache_key``; the caller holds the lock."""
-    ensure_private_dir(path.parent)
+    make_private_dirs(path.parent)
     snapshot = read_snapshot(path)
     if snapshot.corrupt:
         _keep_corrupt_copy(path)

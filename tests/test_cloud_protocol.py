@@ -10,9 +10,7 @@ import pytest
 from menda_keyring import errors
 from menda_keyring.cloud_protocol import (
     USER_AGENT,
-    AccessTokenRejected,
     HttpResponse,
-    TransientError,
     oauth_request,
     parse_oauth_response,
     parse_registry_response,
@@ -20,6 +18,7 @@ from menda_keyring.cloud_protocol import (
     parse_rfc3339,
     registry_request,
 )
+from menda_keyring.errors import AccessTokenRejected, TransientError
 from menda_keyring.identity import Identity
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.urls import RegistryTarget

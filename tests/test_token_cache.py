@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from menda_keyring import token_cache
-from menda_keyring.fileutil import LockTimeout, ensure_private_dir, exclusive_lock
+from menda_keyring.fileutil import LockTimeout, exclusive_lock
 from menda_keyring.identity import Identity
 from menda_keyring.paths import token_cache_path
+from menda_keyring.private_dir import make_private_dirs
 from menda_keyring.tokens import AccessToken
 
 HOST = "https://api.example.menda.cloud"
@@ -38,7 +39,7 @@ def cache(tmp_path: Path) -> Path:
 
 
 def test_store_keeps_other_programs_entries_and_is_private(cache: Path) -> None:
-    ensure_private_dir(cache.parent)
+    make_private_dirs(cache.parent)
     cache.write_text(
         json.dumps({"version": 1, "tokens": {"u2m:default": cli_entry("user-tok", NOW + 900)}})
     )
@@ -78,7 +79,7 @@ def test_folders_are_0700_whatever_the_umask(tmp_path: Path) -> None:
     ],
 )
 def test_lookup_checks_host_type_and_expiry(cache: Path, entry: object, usable: bool) -> None:
-    ensure_private_dir(cache.parent)
+    make_private_dirs(cache.parent)
     cache.write_text(json.dumps({"version": 1, "tokens": {"u2m:default": entry}}))
     found = token_cache.lookup(cache, USER, NOW)
     assert (found is not None) is usable
@@ -90,7 +91,7 @@ def test_lookup_checks_host_type_and_expiry(cache: Path, entry: object, usable: 
 def test_corrupt_file_is_empty_cache_and_kept_aside_before_rewrite(
     cache: Path, content: bytes
 ) -> None:
-    ensure_private_dir(cache.parent)
+    make_private_dirs(cache.parent)
     cache.write_bytes(content)
     assert token_cache.lookup(cache, USER, NOW) is None
     assert token_cache.read_snapshot(cache).corrupt
@@ -103,7 +104,7 @@ def test_corrupt_file_is_empty_cache_and_kept_aside_before_rewrite(
 
 def test_missing_and_empty_files_are_empty_caches(cache: Path) -> None:
     assert token_cache.lookup(cache, USER, NOW) is None
-    ensure_private_dir(cache.parent)
+    make_private_dirs(cache.parent)
     cache.write_text("  \n")
     assert not token_cache.read_snapshot(cache).corrupt
     assert token_cache.lookup(cache, USER, NOW) is None
@@ -139,7 +140,7 @@ def test_a_writer_prunes_long_expired_machine_entries_and_keeps_everything_else(
         "u2m:default": {"access_token": "c", "expires_at": now - 86400, "host": "h"},
         "other-program": {"expires_at": 0},
     }
-    ensure_private_dir(path.parent)
+    make_private_dirs(path.parent)
     path.write_text(json.dumps({"version": 1, "tokens": others}))
     token_cache.store(path, MACHINE, AccessToken("fresh", now + 3600, HOST, "m2m"))
     kept = json.loads(path.read_text())["tokens"]
