@@ -47,7 +47,7 @@ from menda_keyring.identity import Identity
 from menda_keyring.peercred import peer_uid
 from menda_keyring.retry import Deadline
 from menda_keyring.tokens import RegistryToken
-from menda_keyring.urls import RegistryTarget, parse_codeartifact_service
+from menda_keyring.urls import CODEARTIFACT_USERNAME, RegistryTarget, parse_codeartifact_service
 
 from . import __version__
 from .broker import Broker
@@ -290,7 +290,7 @@ class CredServer:
         return target  # type: ignore[no-any-return]
 
     async def get(self, request: GetRequest, stream: SocketStream | None) -> bytes:
-        if request.username not in (None, "aws"):
+        if request.username not in (None, CODEARTIFACT_USERNAME):
             return NOT_OURS_LINE
         target = self.target(request.service)
         if target is None:

@@ -16,11 +16,9 @@ from collections.abc import Mapping
 from keyring.backend import KeyringBackend
 from keyring.credentials import SimpleCredential
 
-from .urls import RegistryTarget, parse_codeartifact_service
+from .urls import CODEARTIFACT_USERNAME, RegistryTarget, parse_codeartifact_service
 
 log = logging.getLogger(__name__)
-
-CODEARTIFACT_USERNAME = "aws"
 
 
 class MendaCodeArtifactKeyring(KeyringBackend):

@@ -17,11 +17,10 @@ from collections.abc import Mapping
 from .daemon_client import DaemonUnavailable, DaemonUntrusted, round_trip, total_timeout
 from .daemon_protocol import ErrorReply, NotOurs, TokenReply, get_request
 from .paths import socket_path
-from .urls import RegistryTarget
+from .urls import CODEARTIFACT_USERNAME, RegistryTarget
 
 log = logging.getLogger("menda_keyring.backend")
 
-CODEARTIFACT_USERNAME = "aws"
 _DAEMON_OFF = ("off", "0", "false", "no")
 #: Socket paths this process has already warned about: one line each, not one per call.
 _warned: set[str] = set()

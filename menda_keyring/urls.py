@@ -50,6 +50,10 @@ def _compiled() -> _Patterns:
     return _patterns
 
 
+#: The one user name CodeArtifact accepts with an authorization token.
+CODEARTIFACT_USERNAME = "aws"
+
+
 class RegistryTarget(NamedTuple):
     """The CodeArtifact domain a service string names: one token serves all its repositories."""
 
