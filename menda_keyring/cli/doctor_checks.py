@@ -515,12 +515,10 @@ EXCHANGE_FIXES = {
 def _exchange_check(exchange: Exchange, now: float) -> Check:
     name = f"exchange {domain_label(exchange.target)}"
     if exchange.error is None:
-        expiry = when(exchange.expires_at, now) if exchange.expires_at else "unknown"
-        return Check(
-            name,
-            True,
-            f"token valid until {expiry}, {exchange.via}, {exchange.elapsed:.2f} s",
+        expiry = (
+            f"valid until {when(exchange.expires_at, now)}" if exchange.expires_at else "issued"
         )
+        return Check(name, True, f"token {expiry}, {exchange.via}, {exchange.elapsed:.2f} s")
     status = getattr(exchange.error, "status_code", None)
     if exchange.error.kind == "no_cached_login":
         fix = "menda auth login"
