@@ -37,11 +37,13 @@ from tests.fakes.world import FakeWorld
 from tests.support.e2e_case import MODES, Case, open_case
 from tests.support.env import CA_URL
 from tests.support.installers import (
+    DEMO_PROJECT,
     PIP,
     UV,
     import_greeting,
     make_venv,
     url_password,
+    uv_pip_install,
     without_identity,
 )
 from tests.support.procs import Run, run
@@ -104,32 +106,12 @@ def pip_common(case: Case) -> list[str]:
 
 def install_uv_pip(case: Case, env: dict[str, str]) -> Outcome:
     python = make_venv(case.tmp / "target", env)
-    result = run(
-        [
-            UV,
-            "pip",
-            "install",
-            "--python",
-            python,
-            "--keyring-provider",
-            "subprocess",
-            "--index-url",
-            CA_URL,
-            "menda-hello",
-        ],
-        {**env, "UV_NO_CONFIG": "1"},
-        cwd=case.tmp,
-    )
+    result = uv_pip_install(python, CA_URL, "menda-hello", env, case.tmp)
     return Outcome([result], CA_URL, python)
 
 
 PYPROJECT = f"""\
-[project]
-name = "demo-app"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["menda-hello"]
-
+{DEMO_PROJECT}
 [tool.uv]
 keyring-provider = "subprocess"
 package = false

@@ -20,31 +20,29 @@ venv without menda-keyring: the index answers 401 and the tool fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.wheels import GREETING
 from tests.fakes.world import FakeWorld
-from tests.support.e2e_case import MODES, Case, open_case
+from tests.support import e2e_case
+from tests.support.e2e_case import Case, open_case
 from tests.support.env import CA_URL
-from tests.support.installers import import_greeting, make_venv
+from tests.support.installers import DEMO_PROJECT, import_greeting, make_venv
 from tests.support.procs import Run, run
 from tests.support.tools import PDM, POETRY
 
 pytestmark = pytest.mark.e2e
+#: The shared fixtures: one world per module, a case per test and mode.
+world = e2e_case.world
+case = e2e_case.case
 
 SOURCE_URL = CA_URL.replace("https://aws@", "https://")
 TIMEOUT = 240.0
 
 POETRY_PROJECT = f"""\
-[project]
-name = "demo-app"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["menda-hello"]
-
+{DEMO_PROJECT}
 [tool.poetry]
 package-mode = false
 
@@ -58,12 +56,7 @@ priority = "explicit"
 """
 
 PDM_PROJECT = f"""\
-[project]
-name = "demo-app"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["menda-hello"]
-
+{DEMO_PROJECT}
 [tool.pdm]
 distribution = false
 
@@ -126,18 +119,6 @@ def lock_and_install(
         if result.returncode != 0:
             break
     return runs, counts
-
-
-@pytest.fixture(scope="module")
-def world() -> Iterator[FakeWorld]:
-    with FakeWorld() as fake:
-        yield fake
-
-
-@pytest.fixture(params=MODES)
-def case(world: FakeWorld, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
-    with open_case(world, request.param, tmp_path) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("kind", sorted(TOOLS))

@@ -15,36 +15,27 @@ password in its keyring and, non-interactive, refuses before sending anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.wheels import build_wheel
 from tests.fakes.world import FakeWorld
-from tests.support.e2e_case import MODES, Case, open_case
+from tests.support import e2e_case
+from tests.support.e2e_case import Case, open_case
 from tests.support.env import CA_URL
-from tests.support.installers import UV, keyring_only_bin, make_venv
+from tests.support.installers import UV, keyring_only_bin, make_venv, uv_pip_install
 from tests.support.procs import Run, run
 from tests.support.tools import TWINE
 
 pytestmark = pytest.mark.e2e
+#: The shared fixtures: one world per module, a case per test and mode.
+world = e2e_case.world
+case = e2e_case.case
 
 UPLOAD_URL = CA_URL.replace("https://aws@", "https://").removesuffix("simple/")
 TIMEOUT = 120.0
 KINDS = ["twine", "uv-publish"]
-
-
-@pytest.fixture(scope="module")
-def world() -> Iterator[FakeWorld]:
-    with FakeWorld() as fake:
-        yield fake
-
-
-@pytest.fixture(params=MODES)
-def case(world: FakeWorld, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
-    with open_case(world, request.param, tmp_path) as opened:
-        yield opened
 
 
 def publish(case: Case, kind: str, wheel: Path, with_menda: bool) -> Run:
@@ -103,23 +94,7 @@ def test_publish_through_menda_keyring(case: Case, kind: str) -> None:
     # The upload is served by the index at once: uv installs it through the keyring.
     python = make_venv(case.tmp / "target", case.env)
     project = wheel.name.split("-", 1)[0].replace("_", "-")
-    installed = run(
-        [
-            UV,
-            "pip",
-            "install",
-            "--python",
-            python,
-            "--keyring-provider",
-            "subprocess",
-            "--index-url",
-            CA_URL,
-            project,
-        ],
-        {**case.env, "UV_NO_CONFIG": "1"},
-        cwd=case.tmp,
-        timeout=TIMEOUT,
-    )
+    installed = uv_pip_install(python, CA_URL, project, case.env, case.tmp)
     installed.check()
     assert case.world.index.counts()["downloads"] >= 1
 

@@ -4,6 +4,9 @@ A :class:`Case` is a sandbox (own home, XDG folders, caches, socket folder), the
 environment built from scratch for the program under test (proxy, CA, the MENDA_* trio
 of the fake world's machine client) and, in ``daemon`` mode, a real ``menda-credd``
 answering on the sandbox's socket. The world's counters are reset for each case.
+
+The fixtures ``world`` (one per test module) and ``case`` (per test, once per mode) are
+imported by the test modules that use them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.fakes.world import FakeWorld
 from tests.support.daemon import Daemon
@@ -66,3 +71,15 @@ def open_case(world: FakeWorld, mode: str, tmp_path: Path) -> Iterator[Case]:
         finally:
             if daemon is not None:
                 daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[FakeWorld]:
+    with FakeWorld() as fake:
+        yield fake
+
+
+@pytest.fixture(params=MODES)
+def case(world: FakeWorld, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
+    with open_case(world, request.param, tmp_path) as opened:
+        yield opened
