@@ -9,7 +9,6 @@ from the repository root: ``.venv/bin/python -m benchmarks.run``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.menda_cloud import FakeCloudControl
+from tests.support import venvs
 from tests.support.daemon import Daemon
 from tests.support.env import CA_URL, base_env
 
@@ -77,64 +77,18 @@ def loadavg() -> list[float]:
 
 def ensure_venv(name: str, packages: list[str]) -> Path:
     """benchmarks/.venvs/<name> with ``packages`` from PyPI; reused between runs."""
-    venv = VENVS / name
-    marker = venv / ".bench-ready"
-    want = " ".join(packages)
-    if marker.exists() and marker.read_text() == want:
-        return venv
-    log(f"creating {venv} with {want} (cached for later runs)")
-    shutil.rmtree(venv, ignore_errors=True)
-    uv = str(BIN / "uv")
-    subprocess.run([uv, "venv", "-q", "--python", str(PY), str(venv)], check=True)
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *packages],
-        check=True,
-    )
-    marker.write_text(want)
-    return venv
-
-
-def source_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(
-        [ROOT / "pyproject.toml", *ROOT.glob("menda_keyring/*.py"), *ROOT.glob("menda_credd/*.py")]
-    ):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return venvs.ensure_venv(VENVS / name, packages, log=log)
 
 
 def ensure_plugin_venv() -> Path:
     """benchmarks/.venvs/plugin: keyring + menda-keyring built from this checkout as a
-    wheel (not editable), as users install it; rebuilt when the sources change."""
-    venv = VENVS / "plugin"
-    marker = venv / ".bench-ready"
-    want = "keyring + menda-keyring " + source_hash()
-    if marker.exists() and marker.read_text() == want:
-        return venv
-    log(f"creating {venv}: keyring and menda-keyring from {ROOT} (not editable)")
-    shutil.rmtree(venv, ignore_errors=True)
-    uv = str(BIN / "uv")
-    subprocess.run([uv, "venv", "-q", "--python", str(PY), str(venv)], check=True)
-    with tempfile.TemporaryDirectory(prefix="mbench-src-") as src:
-        # Build from a copy: a build in the checkout would leave build/ behind.
-        shutil.copytree(
-            ROOT,
-            src,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns(
-                ".venv", ".git", "benchmarks", "tests", "*.egg-info", "__pycache__", "build"
-            ),
-        )
-        subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), src],
-            check=True,
-        )
+    wheel (not editable), as users install it; made again when the sources change."""
+    venv = venvs.ensure_venv(VENVS / "plugin", ["keyring"], with_checkout=True, log=log)
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")],
         check=False,
         capture_output=True,
     )
-    marker.write_text(want)
     return venv
 
 

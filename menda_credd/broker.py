@@ -1,6 +1,7 @@
 """The daemon's token engine: registry tokens in memory, one flight per key, refreshed ahead.
 
-Registry tokens are keyed by ``(identity.fingerprint + login scope, RegistryTarget)``:
+Registry tokens are keyed by :func:`menda_keyring.registry_keys.registry_key`
+(identity, login scope, domain), as in-process memory keys them:
 one token serves every repository of a domain. They live in memory only. Every
 resolution is the flow of :mod:`menda_keyring.resolution`, run by the asynchronous
 driver (:mod:`menda_credd.resolve_async`), so the daemon answers exactly what
@@ -35,6 +36,7 @@ from menda_keyring.cloud_protocol import HttpRequest
 from menda_keyring.errors import DaemonBusy, MendaError
 from menda_keyring.identity import Identity
 from menda_keyring.paths import token_cache_path
+from menda_keyring.registry_keys import Key, registry_key
 from menda_keyring.resolution import Resolution
 from menda_keyring.retry import DEFAULT_CEILING, Deadline, RetryPolicy
 from menda_keyring.tokens import AccessToken, RegistryToken
@@ -42,7 +44,7 @@ from menda_keyring.urls import RegistryTarget
 
 from . import refresh
 from .counters import Counters
-from .entries import Entry, Flight, Key, describe, status_row
+from .entries import Entry, Flight, describe, status_row
 from .resolve_async import MAX_PER_HOST, MAX_UPSTREAM, AsyncEffects, AsyncSend, drive
 from .user_logins import UserLogins
 
@@ -115,7 +117,7 @@ class Broker:
         self, identity: Identity, target: RegistryTarget, scope: str = ""
     ) -> Entry | None:
         """The hot path: the entry holding a servable token, counted as a hit and marked used."""
-        entry = self.entries.get((identity.fingerprint + scope, target))
+        entry = self.entries.get(registry_key(identity, target, scope))
         if entry is None:
             return None
         now = self.clock()
@@ -140,7 +142,7 @@ class Broker:
         served = self.serve_cached(identity, target, scope)
         if served is not None and served.token is not None:
             return served.token
-        key = (identity.fingerprint + scope, target)
+        key = registry_key(identity, target, scope)
         entry = self.entries.get(key)
         if entry is None:
             entry = self._add(Entry(key, identity, target, home, last_used=self.clock()))

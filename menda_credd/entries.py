@@ -15,12 +15,11 @@ import anyio
 
 from menda_keyring.errors import MendaError
 from menda_keyring.identity import Identity
+from menda_keyring.registry_keys import Key
 from menda_keyring.resolution import Resolution
 from menda_keyring.retry import RetryPolicy
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import RegistryTarget
-
-Key = tuple[str, RegistryTarget]
 
 
 @dataclass(eq=False)

@@ -10,7 +10,6 @@ step, which raises exactly what in-process resolution raises.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ import anyio
 from menda_keyring import token_cache
 from menda_keyring.identity import Identity
 from menda_keyring.paths import token_cache_path
+from menda_keyring.registry_keys import login_scope, owner_key
 from menda_keyring.retry import Deadline
 from menda_keyring.tokens import AccessToken
 
@@ -54,13 +54,13 @@ class UserLogins:
         token = await self._cached(identity, cache)
         if token is None:
             token = await self._run_login(identity, cache, deadline)
-        scope = ":" + hashlib.sha256(token.token.encode()).hexdigest()[:16]
+        scope = login_scope(token)
         previous = self._scopes.pop(identity.fingerprint, None)
         self._scopes[identity.fingerprint] = scope
         if len(self._scopes) > self.MAX_IDENTITIES:
             self._scopes.popitem(last=False)
         if previous is not None and previous != scope:
-            self._on_replaced(identity.fingerprint + previous)
+            self._on_replaced(owner_key(identity, previous))
         return scope
 
     async def _cached(self, identity: Identity, cache: Path) -> AccessToken | None:

@@ -57,9 +57,19 @@ class MendaCodeArtifactKeyring(KeyringBackend):
         log.debug("menda-keyring: ignoring set_password for a CodeArtifact service")
 
     def delete_password(self, service: str, username: str) -> None:
-        if parse_codeartifact_service(service) is None:
+        target = parse_codeartifact_service(service)
+        if target is None:
             raise NotImplementedError("menda-keyring stores nothing for other services")
-        log.debug("menda-keyring: nothing stored to delete for a CodeArtifact service")
+        # Nothing is stored; a caller that found our token refused (a 401 from the
+        # registry) says so this way, and this process stops serving it from memory.
+        from .errors import MendaError
+        from .shim import forget_token
+
+        try:
+            forgotten = forget_token(target, os.environ)
+        except MendaError:
+            forgotten = False  # no identity: nothing was remembered for it
+        log.debug("menda-keyring: delete_password forgot a remembered token: %s", forgotten)
 
 
 def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) -> str:

@@ -35,9 +35,16 @@ def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) ->
             warn_untrusted(exc)
         except DaemonUnavailable as exc:
             log.debug("menda-credd unavailable (%s); resolving in process", exc.reason)
-    from .in_process import InProcessResolver
+    from .in_process import PROCESS_MEMORY, InProcessResolver
 
-    return InProcessResolver(env).resolve(target).token
+    return InProcessResolver(env, memory=PROCESS_MEMORY).resolve(target).token
+
+
+def forget_token(target: RegistryTarget, env: Mapping[str, str]) -> bool:
+    """The caller says a registry refused our token: this process no longer serves it."""
+    from .in_process import PROCESS_MEMORY, InProcessResolver
+
+    return InProcessResolver(env, memory=PROCESS_MEMORY).forget(target)
 
 
 def warn_untrusted(exc: DaemonUntrusted) -> None:

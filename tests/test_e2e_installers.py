@@ -34,23 +34,22 @@ import pytest
 
 from tests.fakes.wheels import GREETING
 from tests.fakes.world import FakeWorld
-from tests.support.daemon import Daemon
-from tests.support.env import CA_URL, short_tmpdir
+from tests.support.e2e_case import MODES, Case, open_case
+from tests.support.env import CA_URL
 from tests.support.installers import (
+    DEMO_PROJECT,
     PIP,
     UV,
-    Sandbox,
     import_greeting,
-    installer_env,
     make_venv,
     url_password,
+    uv_pip_install,
     without_identity,
 )
 from tests.support.procs import Run, run
 
 #: What a uv project declares: the bare index URL, no user name, no password.
 PROJECT_INDEX_URL = CA_URL.replace("https://aws@", "https://")
-MODES = ["in-process", "daemon"]
 KINDS = ["uv-pip", "uv-project", "pip-subprocess", "pip-import"]
 CONFIG_NOT_FOUND = "Menda config file not found"
 
@@ -67,45 +66,10 @@ def mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@dataclass
-class Case:
-    """One test's world view: sandbox, environment and (in daemon mode) the daemon."""
-
-    world: FakeWorld
-    box: Sandbox
-    mode: str
-    tmp: Path
-    env: dict[str, str]
-    daemon: Daemon | None
-    tokens_before: set[str]
-
-    def new_tokens(self) -> set[str]:
-        return {t["token"] for t in self.world.cloud.registry_tokens()} - self.tokens_before
-
-
 @pytest.fixture
 def case(world: FakeWorld, mode: str, tmp_path: Path) -> Iterator[Case]:
-    with short_tmpdir() as run_dir:
-        box = Sandbox.create(tmp_path / "sandbox", run_dir)
-        identity = {
-            "MENDA_CLIENT_ID": world.client_id,
-            "MENDA_CLIENT_SECRET": world.client_secret,
-            "MENDA_HOST": world.cloud_url,
-        }
-        env = installer_env(box, proxy_url=world.proxy_url, ca_pem=world.ca_pem, identity=identity)
-        for counted in (world.cloud, world.index, world.proxy):
-            counted.reset_counts()
-        tokens = {t["token"] for t in world.cloud.registry_tokens()}
-        daemon = None
-        if mode == "daemon":
-            # Started with the identity in its own environment: a caller without one must
-            # still get nothing (identity travels with each request, never from the daemon).
-            daemon = Daemon(env, box.socket, log_path=tmp_path / "credd.log").start()
-        try:
-            yield Case(world, box, mode, tmp_path, env, daemon, tokens)
-        finally:
-            if daemon is not None:
-                daemon.stop()
+    with open_case(world, mode, tmp_path) as opened:
+        yield opened
 
 
 @dataclass
@@ -142,32 +106,12 @@ def pip_common(case: Case) -> list[str]:
 
 def install_uv_pip(case: Case, env: dict[str, str]) -> Outcome:
     python = make_venv(case.tmp / "target", env)
-    result = run(
-        [
-            UV,
-            "pip",
-            "install",
-            "--python",
-            python,
-            "--keyring-provider",
-            "subprocess",
-            "--index-url",
-            CA_URL,
-            "menda-hello",
-        ],
-        {**env, "UV_NO_CONFIG": "1"},
-        cwd=case.tmp,
-    )
+    result = uv_pip_install(python, CA_URL, "menda-hello", env, case.tmp)
     return Outcome([result], CA_URL, python)
 
 
 PYPROJECT = f"""\
-[project]
-name = "demo-app"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["menda-hello"]
-
+{DEMO_PROJECT}
 [tool.uv]
 keyring-provider = "subprocess"
 package = false
@@ -254,12 +198,6 @@ INSTALLERS: dict[str, Callable[[Case, dict[str, str]], Outcome]] = {
 }
 
 
-def assert_no_secrets(case: Case, text: str, where: str) -> None:
-    assert case.world.client_secret not in text, f"client secret leaked into {where}"
-    for token in case.new_tokens():
-        assert token not in text, f"a registry token leaked into {where}"
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_installs_through_the_keyring_backend(case: Case, kind: str) -> None:
     world = case.world
@@ -300,8 +238,8 @@ def test_installs_through_the_keyring_backend(case: Case, kind: str) -> None:
         lock = outcome.lockfile.read_text()
         assert PROJECT_INDEX_URL in lock
         assert "aws@" not in lock and "aws:" not in lock
-        assert_no_secrets(case, lock, "uv.lock")
-    assert_no_secrets(case, outcome.output(), "installer output")
+        case.assert_no_secrets(lock, "uv.lock")
+    case.assert_no_secrets(outcome.output(), "installer output")
 
     if case.daemon is not None:
         counters = case.daemon.counters()
@@ -342,7 +280,7 @@ def test_without_an_identity_the_install_fails_clearly(case: Case, kind: str) ->
         assert index["unauthorized"] == 0, index
     else:
         assert index["unauthorized"] >= 1, index
-    assert_no_secrets(case, text, "installer output")
+    case.assert_no_secrets(text, "installer output")
     if case.daemon is not None:
         counters = case.daemon.counters()
         assert counters["requests"] >= 1, counters

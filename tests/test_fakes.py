@@ -461,7 +461,7 @@ def test_index_requires_a_cloud_issued_token(
     assert request(url, headers=basic("someone", token)).status == 401
     other_host = {**basic("aws", token), "Host": DEFAULT_HOST.replace("menda-private", "other")}
     assert request(url, headers=other_host).status == 401
-    assert index.counts() == {"authorized": 0, "unauthorized": 5, "downloads": 0}
+    assert index.counts() == {"authorized": 0, "unauthorized": 5, "downloads": 0, "uploads": 0}
 
     auth = basic("aws", token)
     resp = request(url, headers=auth)
@@ -476,10 +476,75 @@ def test_index_requires_a_cloud_issued_token(
     assert resp.status == 200 and hashlib.sha256(resp.body).hexdigest() == fragment
     assert request(url + "menda-hello", headers=auth).status == 301
     assert request(url + "nothing-here/", headers=auth).status == 404
-    assert index.counts() == {"authorized": 5, "unauthorized": 5, "downloads": 1}
+    assert index.counts() == {"authorized": 5, "unauthorized": 5, "downloads": 1, "uploads": 0}
 
     cloud.revoke(token)
     assert request(url, headers=auth).status == 401
+
+
+def multipart(fields: dict[str, str], file: tuple[str, bytes] | None) -> tuple[str, bytes]:
+    """(Content-Type, body) of a legacy upload, as twine builds one."""
+    boundary = "menda-test-boundary"
+    chunks = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    if file is not None:
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+            f'filename="{file[0]}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+            + file[1]
+            + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(chunks)
+
+
+def test_index_takes_legacy_uploads_and_serves_them(
+    cloud: FakeMendaCloud, index: FakeCodeArtifactIndex, tmp_path: Path
+) -> None:
+    wheel = build_wheel(tmp_path, name="menda-uploaded", version="1.2.3")
+    data = wheel.read_bytes()
+    meta = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": "menda-uploaded",
+        "version": "1.2.3",
+        "sha256_digest": hashlib.sha256(data).hexdigest(),
+    }
+    content_type, body = multipart(meta, (wheel.name, data))
+    repo_url = f"{index.url}/pypi/menda-plugins/"
+    headers = {"Content-Type": content_type}
+    assert request(repo_url, "POST", body, headers).status == 401
+    token = exchange(cloud.url, machine_token(cloud.url)).json()["token"]
+    assert request(repo_url, "POST", body, {**headers, **basic("someone", token)}).status == 401
+    auth = {**headers, **basic("aws", token)}
+    assert request(repo_url + "simple/", "POST", body, auth).status == 405
+    stored = request(repo_url, "POST", body, auth)
+    assert stored.status == 200, stored.body
+    assert request(repo_url, "POST", body, auth).status == 409  # files are immutable
+    assert index.counts()["uploads"] == 1
+
+    page = request(repo_url + "simple/menda-uploaded/", headers=basic("aws", token))
+    assert page.status == 200
+    href = page.body.decode().split('href="', 1)[1].split('"', 1)[0]
+    assert href == f"1.2.3/{wheel.name}#sha256={meta['sha256_digest']}"
+    served = request(
+        repo_url + "simple/menda-uploaded/" + href.split("#")[0], headers=basic("aws", token)
+    )
+    assert served.body == data
+
+    for bad_meta, file in (
+        ({**meta, "sha256_digest": "0" * 64}, (wheel.name, data)),
+        ({**meta, "name": "someone-else"}, (wheel.name, data)),
+        ({**meta, ":action": "submit"}, (wheel.name, data)),
+        (meta, ("../escape-1.0-py3-none-any.whl", data)),
+        (meta, None),
+    ):
+        content_type, bad = multipart(bad_meta, file)
+        answer = request(repo_url, "POST", bad, {**auth, "Content-Type": content_type})
+        assert answer.status == 400, (bad_meta, file and file[0], answer.body)
+    assert sorted(p.name for p in index.dist_dir.iterdir() if "uploaded" in p.name) == [wheel.name]
 
 
 def test_index_can_validate_through_the_control_api(cloud: FakeMendaCloud) -> None:

@@ -6,7 +6,12 @@ Paths (any repository name works)::
     /pypi/<repo>/simple/<project>/                    links with #sha256= fragments
     /pypi/<repo>/simple/<project>/<version>/<file>    the distribution file
 
-and the VPC-endpoint form ``/pypi/d/<domain>-<owner>/<repo>/simple/...``. Every request needs
+and the VPC-endpoint form ``/pypi/d/<domain>-<owner>/<repo>/simple/...``. Uploads use the
+legacy API at the repository's own URL, as ``twine upload`` and ``uv publish`` send them::
+
+    POST /pypi/<repo>/                                multipart/form-data, :action=file_upload
+
+and land in ``dist_dir``, so the simple index serves them at once. Every request needs
 ``Authorization: Basic aws:<token>`` where ``token_validator(token, domain)`` is true; the
 domain comes from the ``Host`` header (``<domain>-<owner>.d.codeartifact.<region>...``), the
 VPC path, or else the index's own ``domain``.
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.fakes._server import QuietHandler, QuietHTTPServer, ServerRunner
+from tests.fakes.legacy_upload import BadUpload, parse_upload
 from tests.fakes.menda_cloud import DEFAULT_DOMAIN, DEFAULT_OWNER
 from tests.fakes.wheels import build_wheel, normalize, sha256_file
 
@@ -57,8 +63,10 @@ class FakeCodeArtifactIndex(ServerRunner):
     Without ``dist_dir`` a temp dir holding ``menda-hello 0.1.0`` is created.
     """
 
-    #: requests with and without a valid token, file GETs
-    COUNTERS = ("authorized", "unauthorized", "downloads")
+    #: requests with and without a valid token, file GETs, files stored by upload
+    COUNTERS = ("authorized", "unauthorized", "downloads", "uploads")
+    #: The largest upload accepted.
+    MAX_UPLOAD = 16 << 20
 
     def __init__(
         self,
@@ -81,7 +89,7 @@ class FakeCodeArtifactIndex(ServerRunner):
             dist_dir = self._tmp
             build_wheel(dist_dir)
         self.dist_dir = Path(dist_dir)
-        self.lock = threading.Lock()  # guards _hashes
+        self.lock = threading.Lock()  # guards _hashes and uploads into dist_dir
         self._hashes: dict[tuple[str, float, int], str] = {}
         self.handler_class: type[QuietHandler] = type(
             "IndexHandler", (_IndexHandler,), {"index": self}
@@ -138,8 +146,39 @@ class _IndexHandler(QuietHandler):
         self._serve(head_only=True)
 
     def do_POST(self) -> None:
-        self.read_body()
-        self.send_bytes(405, b"method not allowed\n", "text/plain", {"Allow": "GET, HEAD"})
+        """The legacy upload API at ``/pypi/<repo>/`` (or ``/pypi/d/<domain>-<owner>/<repo>/``)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.index.MAX_UPLOAD:
+            self.close_connection = True
+            self._text(413, "upload too large\n")
+            return
+        body = self.read_body(self.index.MAX_UPLOAD)
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        parts = [p for p in path.split("/") if p]
+        if not self._authorized(parts):
+            return
+        is_repo = (len(parts) == 2 and parts[0] == "pypi") or (
+            len(parts) == 4 and parts[:2] == ["pypi", "d"]
+        )
+        if not is_repo:
+            self._text(405, "uploads go to /pypi/<repo>/\n", {"Allow": "GET, HEAD"})
+            return
+        try:
+            upload = parse_upload(self.headers.get("Content-Type", ""), body)
+        except BadUpload as exc:
+            self._text(400, f"Bad upload: {exc}\n")
+            return
+        with self.index.lock:
+            target = self.index.dist_dir / upload.filename
+            if target.exists():
+                self._text(409, f"{upload.filename} already exists\n")
+                return
+            self.index.dist_dir.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(upload.content)
+            partial.replace(target)
+        self.index._count("uploads")
+        self._text(200, f"stored {upload.filename}\n")
 
     def _text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         self.send_bytes(status, text.encode(), "text/plain; charset=utf-8", headers)
@@ -166,10 +205,9 @@ class _IndexHandler(QuietHandler):
             return None, "user must be 'aws' with a token as password"
         return password, ""
 
-    def _serve(self, head_only: bool) -> None:
+    def _authorized(self, parts: list[str]) -> bool:
+        """Whether the Basic ``aws:<token>`` credentials hold; else the answer is sent."""
         index = self.index
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        parts = [p for p in path.split("/") if p]
         domain = self._request_domain(parts)
         token, why = self._token()
         ok = False
@@ -178,14 +216,22 @@ class _IndexHandler(QuietHandler):
                 ok = bool(index.token_validator(token, domain))
             except Exception as exc:  # the validator is test plumbing: make failures loud
                 self._text(500, f"token validator failed: {exc!r}\n")
-                return
+                return False
             if not ok:
                 why = f"token not valid for domain {domain}"
         if not ok:
             index._count("unauthorized")
             self._text(401, f"Unauthorized: {why}\n", {"WWW-Authenticate": _REALM})
-            return
+            return False
         index._count("authorized")
+        return True
+
+    def _serve(self, head_only: bool) -> None:
+        index = self.index
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        parts = [p for p in path.split("/") if p]
+        if not self._authorized(parts):
+            return
 
         if len(parts) > 3 and parts[0] == "pypi" and parts[1] == "d":
             rest = parts[4:]

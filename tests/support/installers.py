@@ -28,6 +28,15 @@ TIMEOUT = 120.0
 
 IDENTITY_VARS = ("MENDA_CLIENT_ID", "MENDA_CLIENT_SECRET", "MENDA_HOST")
 
+#: The ``[project]`` table of the demo project every e2e lock-and-install test declares.
+DEMO_PROJECT = """\
+[project]
+name = "demo-app"
+version = "0.1.0"
+requires-python = ">=3.10"
+dependencies = ["menda-hello"]
+"""
+
 
 @dataclass
 class Sandbox:
@@ -144,6 +153,15 @@ def make_venv(path: Path, env: dict[str, str]) -> Path:
     """A fresh venv of this interpreter (no pip in it); returns its python."""
     run([UV, "venv", "--quiet", "--python", sys.executable, path], env, timeout=TIMEOUT).check()
     return path / "bin" / "python"
+
+
+def uv_pip_install(
+    python: Path, index_url: str, package: str, env: dict[str, str], cwd: Path
+) -> Run:
+    """``uv pip install --keyring-provider subprocess`` of ``package`` into ``python``."""
+    command = [UV, "pip", "install", "--python", python, "--keyring-provider", "subprocess"]
+    command += ["--index-url", index_url, package]
+    return run(command, {**env, "UV_NO_CONFIG": "1"}, cwd=cwd, timeout=TIMEOUT)
 
 
 def import_greeting(
