@@ -402,3 +402,57 @@ def test_a_pair_menda_cloud_could_not_serve_just_now_is_kept(tmp_path: Path) -> 
             assert broker.counters["prewarms"] == 1
 
     run_virtual(main)
+
+
+def test_a_prewarmed_entry_nobody_asks_for_is_dropped_after_the_idle_timeout(
+    tmp_path: Path,
+) -> None:
+    write_profile(tmp_path, M2M_PROFILE)
+
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock, registry_lifetime=3600, access_lifetime=7200)
+        broker = Broker(upstream.send, clock=clock, policy=QUICK, idle_timeout=2 * 3600)
+        async with broker:
+            prewarmer = Prewarmer(broker, None, PrewarmMemory(tz=UTC))
+            identity = await prewarmer.identities.resolve({}, tmp_path)
+            prewarmer.asked(identity, tmp_path, TARGET)
+            started = clock()
+            assert await prewarmer.warm(record_of(prewarmer)) is True
+            while broker.entries:
+                await anyio.sleep(60)
+            # Refreshed while within the idle timeout (1 h tokens), then dropped, and
+            # never refreshed again.
+            assert 2 * 3600 <= clock() - started <= 2 * 3600 + 61
+            refreshed = broker.counters["refreshes"]
+            assert refreshed >= 1
+            await anyio.sleep(6 * 3600)
+            assert broker.counters["refreshes"] == refreshed
+            assert upstream.calls["registry/token"] == 1 + refreshed
+
+    run_virtual(main)
+
+
+def test_a_prewarmed_token_never_answers_another_identity(tmp_path: Path) -> None:
+    write_profile(
+        tmp_path, M2M_PROFILE + M2M_PROFILE.replace("[default]", "[b]").replace("= c", "= d")
+    )
+
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock)
+        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+            prewarmer = Prewarmer(broker, None, PrewarmMemory(tz=UTC))
+            a = await prewarmer.identities.resolve({}, tmp_path)
+            b = await prewarmer.identities.resolve({"MENDA_PROFILE_ID": "b"}, tmp_path)
+            assert a.client_id == "c" and b.client_id == "d"
+            prewarmer.asked(a, tmp_path, TARGET)
+            assert await prewarmer.warm(record_of(prewarmer)) is True
+            assert broker.serve_cached(a, TARGET) is not None
+            assert broker.serve_cached(b, TARGET) is None
+            token_b = await broker.get(
+                b, TARGET, tmp_path, Deadline(30.0, clock=anyio.current_time)
+            )
+            token_a = broker.serve_cached(a, TARGET)
+            assert token_a is not None and token_a.token is not None
+            assert token_b.token != token_a.token.token
+
+    run_virtual(main)
