@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 from menda_keyring.urls import RegistryTarget
 
+DAY = 86400.0
 #: Pairs remembered at most.
 MAX_RECORDS = 256
 #: A pair not asked for this long is forgotten (two weeks: a holiday week does not erase it).
@@ -46,6 +47,9 @@ FORMAT = "menda-credd-prewarm"
 VERSION = 1
 #: Longest string field accepted from the state file (host URLs are at most 512).
 MAX_FIELD = 1024
+#: Times in the state file are Unix times before this (the year 5138): anything beyond is
+#: not a time this daemon wrote.
+MAX_TIME = 1e11
 #: ``MENDA_CREDD_PREWARM`` values that turn pre-warm off.
 OFF_VALUES = frozenset({"0", "off", "false", "no"})
 
@@ -294,10 +298,14 @@ class PrewarmMemory:
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
     def load(self, records: Iterable[Record], now: float) -> None:
-        """Take the records read from the state file (oldest first), within the bounds."""
+        """Take the records read from the state file, within the bounds.
+
+        Times from the future (a clock set back, or a file from elsewhere) are not trusted.
+        """
         for record in sorted(records, key=lambda r: r.last_asked):
             self._trim(record, now)
-            if now - record.last_asked >= self.max_age or not record.first_asks:
+            record.first_asks = [t for t in record.first_asks if t <= now + DAY]
+            if not now - self.max_age < record.last_asked <= now + DAY or not record.first_asks:
                 continue
             last_day = record.first_asks[-1]
             record.day_ends = self.calendar.next_day_start(last_day)
@@ -333,8 +341,10 @@ def _record(item: object, n: int) -> Record:
         return value
 
     def number(value: object, name: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"pair {n}: {name} is not a positive number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"pair {n}: {name} is not a time")
+        if not 0 < value < MAX_TIME:
+            raise ValueError(f"pair {n}: {name} is not a time")
         return float(value)
 
     home = text("home")

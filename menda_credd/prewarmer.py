@@ -119,6 +119,13 @@ class Prewarmer:
     # -- warming ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Warm at start, then whenever a pair is due; an internal error stops pre-warm only."""
+        try:
+            await self._warm_forever()
+        except Exception:
+            log.exception("pre-warm stopped after an internal error; the daemon serves on")
+
+    async def _warm_forever(self) -> None:
         self.started_at = self.clock()
         start = self.memory.at_start(self.started_at)
         self.warmed_at_start = await self._warm_all(start)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,6 +224,15 @@ def test_loading_drops_what_is_too_old_and_keeps_the_bound() -> None:
     assert [k[0].name for k in again.records] == ["p3", "p4"]
 
 
+def test_times_from_the_future_are_not_trusted() -> None:
+    mem = memory()
+    mem.asked(SUBJECT, TARGET, LABEL, at(30, 9))
+    mem.asked(SUBJECT, OTHER, LABEL, at(0, 9))
+    again = memory()
+    again.load(decode(mem.encode()), at(0, 12))  # the first pair "was asked" in 30 days
+    assert [k[1] for k in again.records] == [OTHER]
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -252,6 +262,7 @@ def test_a_foreign_or_corrupt_state_file_is_refused_with_a_reason(data: bytes, r
         ("first_asks", "today"),
         ("first_asks", [1.0] * 20),
         ("first_asks", [-5]),
+        ("last_asked", 1e300),
     ],
 )
 def test_a_state_file_pair_of_the_wrong_shape_is_refused(field: str, value: object) -> None:
@@ -454,5 +465,37 @@ def test_a_prewarmed_token_never_answers_another_identity(tmp_path: Path) -> Non
             token_a = broker.serve_cached(a, TARGET)
             assert token_a is not None and token_a.token is not None
             assert token_b.token != token_a.token.token
+
+    run_virtual(main)
+
+
+def test_the_state_file_is_written_once_per_debounce_not_per_request(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "menda-credd" / "prewarm.json"
+    write_profile(tmp_path, M2M_PROFILE)
+
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock)
+        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+            prewarmer = Prewarmer(broker, path, PrewarmMemory(tz=UTC), debounce=30.0)
+            async with prewarmer:
+                identity = await prewarmer.identities.resolve({}, tmp_path)
+                domains = [RegistryTarget(f"d{n}", "058264169513", "eu-west-1") for n in range(10)]
+                for target in domains:
+                    prewarmer.asked(identity, tmp_path, target)
+                    await anyio.sleep(1)
+                assert not path.exists(), "not before the debounce has passed"
+                await anyio.sleep(30)
+                first = path.stat().st_ino
+                assert len(json.loads(path.read_text())["pairs"]) == 10
+                for _ in range(100):  # the same pairs, the same day: nothing to write
+                    prewarmer.asked(identity, tmp_path, domains[0])
+                await anyio.sleep(120)
+                assert path.stat().st_ino == first
+                prewarmer.asked(identity, tmp_path, OTHER)
+            # At shutdown, without waiting for the debounce.
+            assert path.stat().st_ino != first
+            assert len(json.loads(path.read_text())["pairs"]) == 11
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
     run_virtual(main)

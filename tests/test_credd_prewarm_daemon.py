@@ -52,10 +52,16 @@ def remember_one(env: dict[str, str], cloud: FakeMendaCloud, *args: str) -> str:
     return token
 
 
+@pytest.mark.parametrize("auth_type", ["m2m", "u2m"])
 def test_after_a_restart_the_first_keyring_get_is_answered_from_memory(
-    cloud: FakeMendaCloud, home: Path, env: dict[str, str]
+    cloud: FakeMendaCloud, home: Path, env: dict[str, str], auth_type: str
 ) -> None:
-    m2m_profile(home, cloud, sentinel())
+    if auth_type == "m2m":
+        m2m_profile(home, cloud, sentinel())
+    else:
+        write_profile(home, f"[default]\nhost = {cloud.url}\nauth_type = u2m\n")
+        token, expires = cloud.issue_user_token(lifetime=3600)
+        write_user_token(home, "default", token, expires, cloud.url)
     remember_one(env, cloud)
     assert state_file(home).is_file()
 
@@ -116,6 +122,23 @@ def test_an_environment_trio_identity_is_not_written(
         assert daemon.cli_status_json()["prewarm"]["remembered"] == 1  # in memory
     raw = state_file(home).read_bytes() if state_file(home).exists() else b""
     assert secret.encode() not in raw and b"ci-trio" not in raw
+
+
+def test_a_daemon_killed_mid_way_leaves_the_state_file_it_last_wrote(
+    cloud: FakeMendaCloud, home: Path, env: dict[str, str]
+) -> None:
+    m2m_profile(home, cloud, sentinel())
+    cloud.add_domain("other-domain")
+    remember_one(env, cloud)
+    before = state_file(home).read_bytes()
+    crashed = Daemon(env, env["MENDA_CREDD_SOCKET"]).start()
+    wait_until(lambda: crashed.counters()["prewarms"] == 1, what="the pre-warm at start")
+    keyring_get(env, OTHER_URL).check()  # a new pair, not yet written (debounce)
+    crashed.kill()
+    assert state_file(home).read_bytes() == before
+    with Daemon(env, env["MENDA_CREDD_SOCKET"]) as daemon:
+        wait_until(lambda: daemon.counters()["prewarms"] == 1, what="the pre-warm at start")
+        assert "WARNING menda_credd.prewarm" not in daemon.log()
 
 
 @pytest.mark.parametrize("how", ["--no-prewarm", "MENDA_CREDD_PREWARM=off"])
