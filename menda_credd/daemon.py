@@ -139,7 +139,7 @@ async def _serve(sock: socket.socket, path: str, options: Options, activated: bo
             prewarmer = None
             if options.prewarm:
                 state = prewarm_state_path(os.environ)
-                prewarmer = await stack.enter_async_context(Prewarmer(broker, state))
+                prewarmer = await stack.enter_async_context(Prewarmer(broker, state).running())
             await _serve_with(broker, sock, path, options, activated, prewarmer)
     finally:
         await sender.close()

@@ -14,14 +14,13 @@ configuration no longer resolves, or whose login is over, is forgotten quietly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from menda_keyring.errors import ConfigError, MendaCloudAPIError, MendaError, NoCachedLoginError
 from menda_keyring.identity import ENV_PROFILE, Identity
@@ -54,7 +53,10 @@ def subject_of(identity: Identity, home: Path) -> Subject:
 
 
 class Prewarmer:
-    """Use as ``async with Prewarmer(broker, path) as prewarmer``; ``path`` None: no file."""
+    """Use as ``async with Prewarmer(broker, path).running() as prewarmer``.
+
+    ``path`` None: memory only, no state file.
+    """
 
     def __init__(
         self,
@@ -76,33 +78,24 @@ class Prewarmer:
         self.warmed_at_start = 0
         self._limiter = anyio.CapacityLimiter(CONCURRENCY)
         self._dirty = anyio.Event()
-        self._tg: TaskGroup | None = None
         self._last_save_error: str | None = None
 
-    async def __aenter__(self) -> Prewarmer:
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Prewarmer]:
+        """Load the state file, warm and write in the background; save once more at exit."""
         if self.path is not None:
             records, problem = await anyio.to_thread.run_sync(prewarm_file.load, self.path)
             if problem is not None:
                 self.file_problem = problem
                 log.warning("%s", problem)
             self.memory.load(records, self.clock())
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._run)
-        if self.path is not None:
-            self._tg.start_soon(self._saver)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._run)
+                if self.path is not None:
+                    group.start_soon(self._saver)
+                yield self
+                group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.save()

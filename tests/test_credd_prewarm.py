@@ -312,7 +312,7 @@ def test_a_running_daemon_has_each_working_morning_warm(tmp_path: Path) -> None:
         waited: list[bool] = []
         broker = Broker(upstream.send, clock=clock, policy=QUICK, rand=lambda: 0.5)
         async with broker:
-            async with Prewarmer(broker, None, PrewarmMemory(tz=UTC)) as prewarmer:
+            async with Prewarmer(broker, None, PrewarmMemory(tz=UTC)).running() as prewarmer:
                 identity = await prewarmer.identities.resolve({}, tmp_path)
                 for day in range(5):
                     for hour in range(9, 19):
@@ -477,7 +477,7 @@ def test_the_state_file_is_written_once_per_debounce_not_per_request(tmp_path: P
         upstream = Upstream(clock)
         async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
             prewarmer = Prewarmer(broker, path, PrewarmMemory(tz=UTC), debounce=30.0)
-            async with prewarmer:
+            async with prewarmer.running():
                 identity = await prewarmer.identities.resolve({}, tmp_path)
                 domains = [RegistryTarget(f"d{n}", "058264169513", "eu-west-1") for n in range(10)]
                 for target in domains:

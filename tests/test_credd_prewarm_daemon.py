@@ -35,6 +35,18 @@ def m2m_profile(home: Path, cloud: FakeMendaCloud, secret: str) -> None:
     )
 
 
+def identity_of(auth_type: str, home: Path, cloud: FakeMendaCloud) -> str:
+    """Profile ``default``: m2m, or u2m signed in for an hour as ``menda auth login``
+    leaves it; the user's access token (empty for m2m)."""
+    if auth_type == "m2m":
+        m2m_profile(home, cloud, sentinel())
+        return ""
+    write_profile(home, f"[default]\nhost = {cloud.url}\nauth_type = u2m\n")
+    token, expires = cloud.issue_user_token(lifetime=3600)
+    write_user_token(home, "default", token, expires, cloud.url)
+    return token
+
+
 def state_file(home: Path) -> Path:
     return home / ".local" / "state" / "menda-credd" / "prewarm.json"
 
@@ -56,12 +68,7 @@ def remember_one(env: dict[str, str], cloud: FakeMendaCloud, *args: str) -> str:
 def test_after_a_restart_the_first_keyring_get_is_answered_from_memory(
     cloud: FakeMendaCloud, home: Path, env: dict[str, str], auth_type: str
 ) -> None:
-    if auth_type == "m2m":
-        m2m_profile(home, cloud, sentinel())
-    else:
-        write_profile(home, f"[default]\nhost = {cloud.url}\nauth_type = u2m\n")
-        token, expires = cloud.issue_user_token(lifetime=3600)
-        write_user_token(home, "default", token, expires, cloud.url)
+    identity_of(auth_type, home, cloud)
     remember_one(env, cloud)
     assert state_file(home).is_file()
 
@@ -196,12 +203,7 @@ def test_a_damaged_state_file_is_ignored_with_a_warning_and_replaced(
 def test_an_identity_that_no_longer_works_is_skipped_quietly_and_forgotten(
     cloud: FakeMendaCloud, home: Path, env: dict[str, str], change: str
 ) -> None:
-    if change == "profile removed":
-        m2m_profile(home, cloud, sentinel())
-    else:
-        write_profile(home, f"[default]\nhost = {cloud.url}\nauth_type = u2m\n")
-        token, expires = cloud.issue_user_token(lifetime=3600)
-        write_user_token(home, "default", token, expires, cloud.url)
+    token = identity_of("m2m" if change == "profile removed" else "u2m", home, cloud)
     remember_one(env, cloud)
     if change == "profile removed":
         write_profile(home, f"[other]\nhost = {cloud.url}\n")
