@@ -280,7 +280,9 @@ class Broker:
         entry.last_error = error.kind
         if flight.prewarm:
             self.count("prewarm_failures")
-            return  # the pre-warmer decides what it means
+            if flight.waiters:
+                self.count("failures")  # a request had joined it
+            return  # the pre-warmer decides what it means (and logs it)
         if not flight.background:
             self.count("failures")
             log.info(

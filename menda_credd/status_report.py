@@ -117,8 +117,9 @@ def format_status(
         + (" (socket-activated)" if status.get("socket_activated") else ""),
         f"idle timeout: {span(float(status.get('idle_timeout', 0)))}",
         "counters:     " + ", ".join(f"{k} {v}" for k, v in counters.items()),
-        "pre-warm:     " + prewarm_line(status.get("prewarm")),
     ]
+    if "prewarm" in status:  # (a daemon of an older release does not say)
+        out.append("pre-warm:     " + prewarm_line(status["prewarm"]))
     entries = list(status.get("entries", []))
     summary = status.get("summary")
     if isinstance(summary, Mapping):

@@ -10,6 +10,7 @@ import datetime
 import json
 import secrets
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from menda_credd import prewarm
 from menda_credd.broker import Broker
 from menda_credd.prewarm import LATE, LEAD, PrewarmMemory, Record, Subject, decode
 from menda_credd.prewarmer import Prewarmer, subject_of
+from menda_credd.status_report import format_status
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
+from menda_keyring.errors import MendaError
 from menda_keyring.identity import resolve_identity
 from menda_keyring.retry import Deadline
 from menda_keyring.urls import RegistryTarget
@@ -497,5 +500,58 @@ def test_the_state_file_is_written_once_per_debounce_not_per_request(tmp_path: P
             assert len(json.loads(path.read_text())["pairs"]) == 11
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+    run_virtual(main)
+
+
+def test_status_text_says_whether_prewarm_is_on_and_which_entries_it_warmed() -> None:
+    now = time.time()
+    row = {"identity": LABEL, "domain": "menda-private", "domain_owner": "1", "region": "r"}
+    row |= {"state": "valid", "requests": 0, "prewarmed_at": now - 90, "last_used": now}
+    status = {"version": "1", "entries": [row], "prewarm": {"enabled": True, "remembered": 2}}
+    status["prewarm"] |= {"state_file": "/s/prewarm.json", "next_at": now + 7200}
+    text = format_status(status)
+    assert "pre-warm:     on, 2 pairs remembered in /s/prewarm.json, next at " in text
+    header, line = text.splitlines()[-2:]
+    assert header.split()[-1] == "PRE-WARMED" and line.endswith("ago)")
+    assert "pre-warm:     off" in format_status({**status, "prewarm": {"enabled": False}})
+    older = {k: v for k, v in status.items() if k != "prewarm"}
+    assert "pre-warm" not in format_status(older)
+
+
+def test_a_request_that_joined_a_failing_prewarm_counts_as_a_failure(tmp_path: Path) -> None:
+    write_profile(tmp_path, M2M_PROFILE)
+
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock)
+        upstream.gate["oauth2/token"] = gate = anyio.Event()
+        upstream.fail["oauth2/token"] = 100
+        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+            prewarmer = Prewarmer(broker, None, PrewarmMemory(tz=UTC))
+            identity = await prewarmer.identities.resolve({}, tmp_path)
+            prewarmer.asked(identity, tmp_path, TARGET)
+            errors: list[Exception] = []
+
+            async def request() -> None:
+                try:
+                    await broker.get(
+                        identity, TARGET, tmp_path, Deadline(30.0, clock=anyio.current_time)
+                    )
+                except MendaError as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(prewarmer.warm, record_of(prewarmer))
+                while not broker.flights:
+                    await anyio.sleep(0.01)
+                tg.start_soon(request)
+                while broker.counters["waits"] == 0:
+                    await anyio.sleep(0.01)
+                gate.set()
+            assert len(errors) == 1
+            # The request lifted the pre-warm to every try of the normal policy.
+            assert upstream.calls["oauth2/token"] == QUICK.max_attempts
+            assert broker.counters["prewarm_failures"] == broker.counters["failures"] == 1
+            assert len(prewarmer.memory) == 1  # menda-cloud in trouble: kept
 
     run_virtual(main)
