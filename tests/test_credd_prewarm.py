@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from menda_credd import prewarm
+from menda_credd import prewarm, prewarm_file
 from menda_credd.broker import Broker
 from menda_credd.prewarm import LATE, LEAD, PrewarmMemory, Record, Subject, decode
 from menda_credd.prewarmer import Prewarmer, subject_of
@@ -555,3 +555,18 @@ def test_a_request_that_joined_a_failing_prewarm_counts_as_a_failure(tmp_path: P
             assert len(prewarmer.memory) == 1  # menda-cloud in trouble: kept
 
     run_virtual(main)
+
+
+def test_a_state_folder_open_to_others_is_neither_read_nor_written(tmp_path: Path) -> None:
+    folder = tmp_path / "menda-credd"
+    folder.mkdir(mode=0o700)
+    path = folder / "prewarm.json"
+    mem = memory()
+    mem.asked(SUBJECT, TARGET, LABEL, at(0, 9))
+    prewarm_file.save(path, mem.encode())
+    assert len(prewarm_file.load(path)[0]) == 1
+    folder.chmod(0o755)
+    records, problem = prewarm_file.load(path)
+    assert records == [] and problem is not None and "0755" in problem
+    with pytest.raises(OSError, match="open to group or others"):
+        prewarm_file.save(path, mem.encode())
