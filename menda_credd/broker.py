@@ -187,7 +187,30 @@ class Broker:
 
     # -- flights -----------------------------------------------------------------------
 
-    def _start(self, entry: Entry, deadline: Deadline, background: bool) -> Flight:
+    def prewarm(
+        self, identity: Identity, target: RegistryTarget, home: Path, scope: str = ""
+    ) -> Flight | None:
+        """Start a background exchange for a pair before anyone asks (pre-warm).
+
+        None when there is nothing to do: the pair has a servable token, or a flight
+        already (one flight per key: a pre-warm never makes a second exchange). Pre-warms
+        take at most half of ``max_flights``, so requests always find room.
+        """
+        key = (identity.fingerprint + scope, target)
+        entry = self.entries.get(key)
+        now = self.clock()
+        if entry is not None and (entry.flight is not None or entry.servable_token(now)):
+            return None
+        if self.flights >= self.max_flights // 2:
+            raise DaemonBusy(f"menda-credd is busy ({self.flights} exchanges in flight)")
+        if entry is None:
+            entry = self._add(Entry(key, identity, target, home, last_used=now))
+        deadline = Deadline(DEFAULT_CEILING, clock=anyio.current_time)
+        return self._start(entry, deadline, background=True, prewarm=True)
+
+    def _start(
+        self, entry: Entry, deadline: Deadline, background: bool, prewarm: bool = False
+    ) -> Flight:
         if self._tg is None or self._closed:
             raise DaemonBusy("menda-credd is not serving (broker not running)")
         resolution = Resolution(
@@ -199,12 +222,12 @@ class Broker:
             self.clock,
             self.rand,
         )
-        flight = Flight(resolution, background)
+        flight = Flight(resolution, background, prewarm)
         entry.flight = flight
         self.flights += 1
         log.debug(
             "%s for %s, domain %s",
-            "refresh" if background else "exchange",
+            "pre-warm" if prewarm else "refresh" if background else "exchange",
             entry.identity.label,
             describe(entry.target),
         )
@@ -223,9 +246,9 @@ class Broker:
                 entry.flight = None
             flight.done.set()
         if flight.result is not None:
-            self._landed(entry, flight.result, flight.background)
+            self._landed(entry, flight.result, flight)
         elif flight.error is not None:
-            self._failed(entry, flight.error, flight.background)
+            self._failed(entry, flight.error, flight)
         self._after_flight(entry)
 
     def _abandon(self, entry: Entry, flight: Flight) -> None:
@@ -235,25 +258,34 @@ class Broker:
             entry.flight = None
         self.count("flights_cancelled")
 
-    def _landed(self, entry: Entry, token: RegistryToken, background: bool) -> None:
+    def _landed(self, entry: Entry, token: RegistryToken, flight: Flight) -> None:
+        background = flight.background
         entry.token = token
         entry.last_refresh = self.clock()
         entry.last_error = None
         entry.refresh_failures = 0
         entry.refresh_at = refresh.refresh_due(token.issued_at, token.expires_at, self.rand())
-        if background:
+        if flight.prewarm:
+            entry.prewarmed_at = entry.last_refresh
+            self.count("prewarms")
+        elif background:
             self.count("refreshes")
         log.info(
             "%s token for %s, domain %s, valid %.0f s",
-            "refreshed" if background else "new",
+            "pre-warmed" if flight.prewarm else "refreshed" if background else "new",
             entry.identity.label,
             describe(entry.target),
             token.lifetime,
         )
 
-    def _failed(self, entry: Entry, error: MendaError, background: bool) -> None:
+    def _failed(self, entry: Entry, error: MendaError, flight: Flight) -> None:
         entry.last_error = error.kind
-        if not background:
+        if flight.prewarm:
+            self.count("prewarm_failures")
+            if flight.waiters:
+                self.count("failures")  # a request had joined it
+            return  # the pre-warmer decides what it means (and logs it)
+        if not flight.background:
             self.count("failures")
             log.info(
                 "exchange failed for %s, domain %s: %s",

@@ -26,7 +26,7 @@ from menda_keyring.daemon_client import (
 from menda_keyring.daemon_protocol import VERSION as PROTOCOL
 from menda_keyring.errors import ConfigError
 from menda_keyring.fileutil import write_private_file_atomically
-from menda_keyring.paths import default_log_file
+from menda_keyring.paths import default_log_file, prewarm_state_path
 from menda_keyring.paths import socket_path as default_socket_path
 from menda_keyring.private_dir import (
     NOT_WRITABLE,
@@ -38,6 +38,7 @@ from menda_keyring.procfs import pid_alive
 
 from . import __version__, runtime, service
 from .broker import DEFAULT_IDLE_TIMEOUT
+from .prewarm import enabled_by_env
 from .status_report import format_status
 
 START_TIMEOUT = 15.0
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop tokens unused this long (default 8h; env MENDA_CREDD_IDLE_TIMEOUT)",
     )
     start.add_argument("--log-file", help="log file of a detached daemon")
+    start.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="do not remember what is asked for nor exchange it ahead "
+        "(env MENDA_CREDD_PREWARM=off)",
+    )
 
     stop = sub.add_parser("stop", parents=[common], help="stop the daemon")
     stop.add_argument("--timeout", type=float, default=STOP_TIMEOUT)
@@ -132,6 +139,10 @@ def _idle_timeout(args: argparse.Namespace) -> float:
     return DEFAULT_IDLE_TIMEOUT
 
 
+def _prewarm(args: argparse.Namespace) -> bool:
+    return not args.no_prewarm and enabled_by_env(os.environ)
+
+
 # -- start --------------------------------------------------------------------------------
 
 
@@ -140,7 +151,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         from .daemon import Options, run_foreground, setup_logging
 
         setup_logging(args.log_level)
-        return run_foreground(Options(socket=args.socket, idle_timeout=_idle_timeout(args)))
+        options = Options(
+            socket=args.socket, idle_timeout=_idle_timeout(args), prewarm=_prewarm(args)
+        )
+        return run_foreground(options)
     path = _socket(args)
     try:
         probe = runtime.probe_daemon(path)
@@ -171,6 +185,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         "--idle-timeout",
         str(_idle_timeout(args)),
     ]
+    if not _prewarm(args):
+        command.append("--no-prewarm")
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)  # a log kept from an older version may have been wider
@@ -389,11 +405,11 @@ def _run(command: list[str], dry_run: bool) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     home = Path(os.path.expanduser("~"))
-    state = home / ".menda"
-    if args.dry_run:
-        print(f"# would create {state} (mode 0700) if missing")
-    else:
-        # The unit makes ~/.menda writable in its read-only sandbox: it must exist.
+    # The unit makes these writable in its read-only sandbox: they must exist.
+    for state in (home / ".menda", prewarm_state_path(os.environ).parent):
+        if args.dry_run:
+            print(f"# would create {state} (mode 0700) if missing")
+            continue
         try:
             make_private_dirs(state)
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import SocketListener
 
+from menda_keyring.paths import prewarm_state_path
 from menda_keyring.paths import socket_path as default_socket_path
 
 from . import __version__, runtime
 from .broker import DEFAULT_IDLE_TIMEOUT, Broker
 from .connections import MAX_CONNECTIONS
 from .http_async import AsyncSender
+from .prewarmer import Prewarmer
 from .server import CredServer
 
 log = logging.getLogger("menda_credd")
@@ -33,6 +36,8 @@ class Options:
     socket: str | None = None
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
+    #: Remember what is asked for and exchange it before it is asked (``--no-prewarm``).
+    prewarm: bool = True
 
 
 def setup_logging(level: str) -> None:
@@ -127,16 +132,34 @@ async def _serve(sock: socket.socket, path: str, options: Options, activated: bo
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
     sender = AsyncSender()
     try:
-        async with Broker(sender.send, idle_timeout=options.idle_timeout) as broker:
-            await _serve_with(broker, sock, path, options, activated)
+        async with contextlib.AsyncExitStack() as stack:
+            broker = await stack.enter_async_context(
+                Broker(sender.send, idle_timeout=options.idle_timeout)
+            )
+            prewarmer = None
+            if options.prewarm:
+                state = prewarm_state_path(os.environ)
+                prewarmer = await stack.enter_async_context(Prewarmer(broker, state).running())
+            await _serve_with(broker, sock, path, options, activated, prewarmer)
     finally:
         await sender.close()
 
 
 async def _serve_with(
-    broker: Broker, sock: socket.socket, path: str, options: Options, activated: bool
+    broker: Broker,
+    sock: socket.socket,
+    path: str,
+    options: Options,
+    activated: bool,
+    prewarmer: Prewarmer | None,
 ) -> None:
-    server = CredServer(broker, path, max_connections=options.max_connections, activated=activated)
+    server = CredServer(
+        broker,
+        path,
+        max_connections=options.max_connections,
+        activated=activated,
+        prewarmer=prewarmer,
+    )
     # The listener never unlinks the socket file: we remove it ourselves, only when we
     # bound it, so a service manager's socket stays, and so does a newer daemon's.
     sock.setblocking(False)  # anyio's listener accepts without blocking the loop

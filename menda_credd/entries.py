@@ -24,10 +24,13 @@ from menda_keyring.urls import RegistryTarget
 
 @dataclass(eq=False)
 class Flight:
-    """One resolution in progress. ``background``: started by the refresh timer."""
+    """One resolution in progress. ``background``: nobody asked for it (a refresh by the
+    timer, or a pre-warm, ``prewarm``), so it makes one HTTP try per attempt until a
+    request joins it."""
 
     resolution: Resolution
     background: bool
+    prewarm: bool = False
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope, repr=False)
     done: anyio.Event = field(default_factory=anyio.Event, repr=False)
     result: RegistryToken | None = field(default=None, repr=False)
@@ -56,6 +59,8 @@ class Entry:
     refresh_failures: int = 0
     requests: int = 0
     last_error: str | None = None
+    #: When a pre-warm (not a request) brought this entry its token.
+    prewarmed_at: float | None = None
     #: The server's encoded answer for ``token`` (kept with the token it encodes, so a new
     #: token never gets an old answer); dropped with the entry.
     answer: tuple[RegistryToken, bytes] | None = field(default=None, repr=False)
@@ -87,6 +92,7 @@ def status_row(entry: Entry, now: float) -> dict[str, Any]:
         "requests": entry.requests,
         "refresh_failures": entry.refresh_failures,
         "last_error": entry.last_error,
+        "prewarmed_at": entry.prewarmed_at,
     }
 
 

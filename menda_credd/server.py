@@ -54,6 +54,7 @@ from .broker import Broker
 from .connections import MAX_CONNECTIONS, READ_TIMEOUT, Connection, ConnectionManager, Throttle
 from .entries import Entry
 from .identity_memo import MISSING, IdentityCache, Memo
+from .prewarmer import Prewarmer
 from .status_report import MAX_ENTRIES, status_body
 
 log = logging.getLogger("menda_credd.server")
@@ -98,8 +99,11 @@ class CredServer:
         max_connections: int = MAX_CONNECTIONS,
         read_timeout: float = READ_TIMEOUT,
         activated: bool = False,
+        prewarmer: Prewarmer | None = None,
     ) -> None:
         self.broker = broker
+        #: Told of every request it answers for, when pre-warm is on.
+        self.prewarmer = prewarmer
         self.socket_path = socket_path
         self.uid = os.getuid() if uid is None else uid
         self.read_timeout = read_timeout
@@ -304,6 +308,8 @@ class CredServer:
             if identity.auth_type == "u2m":
                 deadline = Deadline(ceiling)
                 scope = await self.broker.user_scope(identity, home, deadline)
+            if self.prewarmer is not None:
+                self.prewarmer.asked(identity, home, target)
             entry = self.broker.serve_cached(identity, target, scope)
             if entry is not None:
                 return entry_answer(entry)
@@ -364,6 +370,7 @@ class CredServer:
             "idle_timeout": self.broker.idle_timeout,
             "open_connections": len(self.connections),
             "counters": dict(self.broker.counters),
+            "prewarm": {"enabled": False} if self.prewarmer is None else self.prewarmer.status(),
         }
         broker = self.broker
         return status_body(base, broker.summary(), broker.snapshot(limit=MAX_ENTRIES))

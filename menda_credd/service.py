@@ -40,12 +40,14 @@ KillMode=mixed
 UMask=0077
 LimitCORE=0
 Environment=PYTHONUNBUFFERED=1
-# Sandboxing: everything read-only but the Menda state folder (shared token cache);
-# install-service creates ~/.menda (0700) so that it exists to be made writable.
+# Sandboxing: everything read-only but the Menda state folder (shared token cache) and
+# the daemon's own state (pre-warm memory); install-service creates both (0700) so that
+# they exist to be made writable.
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
 ReadWritePaths=-%h/.menda
+ReadWritePaths=-%S/menda-credd
 PrivateTmp=yes
 PrivateDevices=yes
 ProtectKernelTunables=yes

@@ -87,6 +87,18 @@ def span(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+def prewarm_line(prewarm: object) -> str:
+    """``on, 3 pairs remembered in <file>, next at 08:40:00 (in 23h10m)``, or ``off``."""
+    if not isinstance(prewarm, Mapping) or not prewarm.get("enabled"):
+        return "off"
+    where = prewarm.get("state_file") or "memory only"
+    line = f"on, {prewarm.get('remembered', 0)} pairs remembered in {where}"
+    if prewarm.get("next_at") is not None:
+        line += f", next at {when(prewarm.get('next_at'))}"
+    problem = prewarm.get("state_file_problem")
+    return f"{line}; {problem}" if problem else line
+
+
 def format_status(
     status: Mapping[str, Any], cli_version: str | None = None, rows: int = TABLE_ROWS
 ) -> str:
@@ -106,6 +118,8 @@ def format_status(
         f"idle timeout: {span(float(status.get('idle_timeout', 0)))}",
         "counters:     " + ", ".join(f"{k} {v}" for k, v in counters.items()),
     ]
+    if "prewarm" in status:  # (a daemon of an older release does not say)
+        out.append("pre-warm:     " + prewarm_line(status["prewarm"]))
     entries = list(status.get("entries", []))
     summary = status.get("summary")
     if isinstance(summary, Mapping):
@@ -119,7 +133,7 @@ def format_status(
         out.append("entries:      none")
     if not entries:
         return "\n".join(out)
-    header = ("IDENTITY", "DOMAIN", "STATE", "EXPIRES", "LAST REFRESH", "REQUESTS")
+    header = ("IDENTITY", "DOMAIN", "STATE", "EXPIRES", "LAST REFRESH", "REQUESTS", "PRE-WARMED")
     table = [header]
     for e in entries[:rows]:
         table.append(
@@ -130,6 +144,7 @@ def format_status(
                 when(e.get("expires_at")),
                 when(e.get("last_refresh")),
                 str(e.get("requests")),
+                when(e.get("prewarmed_at")),
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

@@ -1,4 +1,4 @@
-"""Where things live: Menda's files in a home folder, and the daemon's socket and log.
+"""Where things live: Menda's files in a home folder, and the daemon's socket, log and state.
 
 Plain functions, standard library only (the socket rule runs at every ``keyring get``).
 
@@ -43,6 +43,21 @@ def default_log_file() -> Path:
     from pathlib import Path
 
     return Path(os.path.expanduser("~")) / ".menda" / "run" / "credd.log"
+
+
+def prewarm_state_path(env: Mapping[str, str]) -> Path:
+    """The daemon's pre-warm memory: ``$XDG_STATE_HOME/menda-credd/prewarm.json``.
+
+    ``$XDG_STATE_HOME`` when it is an absolute path, else ``~/.local/state`` (the XDG
+    default), in the daemon's own home. The folder is the daemon's alone (0700).
+    """
+    from pathlib import Path
+
+    state = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        home = env.get("HOME") or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
+    return Path(state) / "menda-credd" / "prewarm.json"
 
 
 def socket_path(env: Mapping[str, str], uid: int | None = None) -> str:
