@@ -73,21 +73,6 @@ def without_menda(env: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def write_user_login(home: Path, profile: str, login: dict[str, Any], host: str) -> Path:
-    """A login from the fake's ``issue_user_login``, written as ``menda auth login`` would."""
-    members = {k: v for k, v in login.items() if k not in ("access_token", "expires_at")}
-    return write_user_token(
-        home, profile, login["access_token"], login["expires_at"], host, **members
-    )
-
-
-def read_cache_entries(home: Path) -> dict[str, Any]:
-    """Every entry of the shared token cache under ``home``."""
-    path = home / ".menda" / "tokens" / "cache" / ".token"
-    entries: dict[str, Any] = json.loads(path.read_text())["tokens"]
-    return entries
-
-
 def short_tmpdir(prefix: str = "mtd-") -> Iterator[Path]:
     """A fresh 0700 folder with a short path under /tmp (``sun_path`` is small)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -133,3 +118,18 @@ def write_user_token(
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return path
+
+
+def write_user_login(home: Path, profile: str, login: dict[str, Any], host: str) -> Path:
+    """A login from the fake's ``issue_user_login``, written as ``menda auth login`` would."""
+    members = {k: v for k, v in login.items() if k not in ("access_token", "expires_at")}
+    return write_user_token(
+        home, profile, login["access_token"], login["expires_at"], host, **members
+    )
+
+
+def read_cache_entries(home: Path) -> dict[str, Any]:
+    """Every entry of the shared token cache under ``home``."""
+    path = home / ".menda" / "tokens" / "cache" / ".token"
+    entries: dict[str, Any] = json.loads(path.read_text())["tokens"]
+    return entries
