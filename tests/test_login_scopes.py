@@ -9,7 +9,7 @@ import json
 import math
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,17 @@ class Cloud:
         )
 
 
+def with_broker(test: Callable[[Broker, Cloud], Awaitable[None]]) -> None:
+    """Run ``test`` on a virtual clock with a running broker and its in-memory menda-cloud."""
+
+    async def main(clock: Callable[[], float]) -> None:
+        cloud = Cloud(clock)
+        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
+            await test(broker, cloud)
+
+    run_virtual(main)
+
+
 def _json(status: int, body: dict[str, Any]) -> HttpResponse:
     return HttpResponse(status, {"content-type": "application/json"}, json.dumps(body).encode())
 
@@ -102,54 +113,48 @@ async def request(broker: Broker, home: Path) -> tuple[str, str]:
 
 
 def test_a_refresh_by_the_daemon_keeps_the_logins_registry_tokens(tmp_path: Path) -> None:
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            cloud.login(tmp_path, expires_in=30)  # already within the 60 s margin
-            scope, first = await request(broker, tmp_path)
-            assert cloud.calls == {REFRESH_WHAT: 1, "registry/token": 1}
-            assert await request(broker, tmp_path) == (scope, first)  # from memory
-            assert broker.counters["login_refreshes"] == 1 and broker.counters["hits"] == 1
-            # A working day passes: the registry token is refreshed ahead of its expiry,
-            # which refreshes the login again; the scope, and so the entry, stay.
-            await anyio.sleep(11 * 3600)
-            assert broker.counters["refreshes"] == 1
-            assert cloud.calls[REFRESH_WHAT] == 2
-            assert broker.counters["entries_dropped"] == 0
-            again, token = await request(broker, tmp_path)
-            assert again == scope and token != first
-            assert cloud.calls["registry/token"] == 2  # the background refresh only
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        cloud.login(tmp_path, expires_in=30)  # already within the 60 s margin
+        scope, first = await request(broker, tmp_path)
+        assert cloud.calls == {REFRESH_WHAT: 1, "registry/token": 1}
+        assert await request(broker, tmp_path) == (scope, first)  # from memory
+        assert broker.counters["login_refreshes"] == 1 and broker.counters["hits"] == 1
+        # A working day passes: the registry token is refreshed ahead of its expiry,
+        # which refreshes the login again; the scope, and so the entry, stay.
+        await anyio.sleep(11 * 3600)
+        assert broker.counters["refreshes"] == 1
+        assert cloud.calls[REFRESH_WHAT] == 2
+        assert broker.counters["entries_dropped"] == 0
+        again, token = await request(broker, tmp_path)
+        assert again == scope and token != first
+        assert cloud.calls["registry/token"] == 2  # the background refresh only
 
-    run_virtual(main)
+    with_broker(main)
 
 
 def test_registry_tokens_are_served_while_the_login_cannot_be_refreshed(tmp_path: Path) -> None:
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            cloud.login(tmp_path, expires_in=3600)
-            _, first = await request(broker, tmp_path)
-            await anyio.sleep(2 * 3600)  # the access token has run out; menda-cloud is down
-            cloud.fail_refreshes = 10_000
-            _, token = await request(broker, tmp_path)
-            assert token == first and cloud.calls[REFRESH_WHAT] == 0  # no call needed
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        cloud.login(tmp_path, expires_in=3600)
+        _, first = await request(broker, tmp_path)
+        await anyio.sleep(2 * 3600)  # the access token has run out; menda-cloud is down
+        cloud.fail_refreshes = 10_000
+        _, token = await request(broker, tmp_path)
+        assert token == first and cloud.calls[REFRESH_WHAT] == 0  # no call needed
 
-    run_virtual(main)
+    with_broker(main)
 
 
 def test_a_new_login_never_gets_the_previous_logins_tokens(tmp_path: Path) -> None:
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            cloud.login(tmp_path)
-            alice_scope, alice = await request(broker, tmp_path)
-            cloud.login(tmp_path)  # menda auth login, as bob
-            bob_scope, bob = await request(broker, tmp_path)
-            assert bob_scope != alice_scope and bob != alice
-            assert broker.serve_cached(USER, TARGET, alice_scope) is None
-            assert broker.counters["entries_dropped"] == 1
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        cloud.login(tmp_path)
+        alice_scope, alice = await request(broker, tmp_path)
+        cloud.login(tmp_path)  # menda auth login, as bob
+        bob_scope, bob = await request(broker, tmp_path)
+        assert bob_scope != alice_scope and bob != alice
+        assert broker.serve_cached(USER, TARGET, alice_scope) is None
+        assert broker.counters["entries_dropped"] == 1
 
-    run_virtual(main)
+    with_broker(main)
 
 
 def test_a_refresh_by_another_process_is_taken_for_a_new_login_the_safe_side(
@@ -158,36 +163,32 @@ def test_a_refresh_by_another_process_is_taken_for_a_new_login_the_safe_side(
     """Without rotation the refresh token tells it is the same login; with rotation nothing
     in the file does, so the daemon exchanges again rather than guess."""
 
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            login = cloud.login(tmp_path)
-            scope, first = await request(broker, tmp_path)
-            expires = int(clock()) + 3600
-            same_rt = {"refresh_token": login["refresh_token"]}
-            write_user_token(tmp_path, "default", "mut_by-another", expires, HOST, **same_rt)
-            assert await request(broker, tmp_path) == (scope, first)
-            rotated = {"refresh_token": "mrt_rotated-by-another"}
-            write_user_token(tmp_path, "default", "mut_by-another-2", expires, HOST, **rotated)
-            other_scope, token = await request(broker, tmp_path)
-            assert other_scope != scope and token != first
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        login = cloud.login(tmp_path)
+        scope, first = await request(broker, tmp_path)
+        expires = int(broker.clock()) + 3600
+        same_rt = {"refresh_token": login["refresh_token"]}
+        write_user_token(tmp_path, "default", "mut_by-another", expires, HOST, **same_rt)
+        assert await request(broker, tmp_path) == (scope, first)
+        rotated = {"refresh_token": "mrt_rotated-by-another"}
+        write_user_token(tmp_path, "default", "mut_by-another-2", expires, HOST, **rotated)
+        other_scope, token = await request(broker, tmp_path)
+        assert other_scope != scope and token != first
 
-    run_virtual(main)
+    with_broker(main)
 
 
 def test_a_login_that_is_over_is_said_as_in_process_and_its_entry_stays(tmp_path: Path) -> None:
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            cloud.login(tmp_path, expires_in=0)
-            cloud.live.clear()  # revoked
-            before = read_cache_entries(tmp_path)
-            scope = await broker.user_scope(USER, tmp_path, _deadline())
-            with pytest.raises(NoCachedLoginError, match="invalid_grant"):
-                await broker.get(USER, TARGET, tmp_path, _deadline(), scope)
-            assert read_cache_entries(tmp_path) == before
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        cloud.login(tmp_path, expires_in=0)
+        cloud.live.clear()  # revoked
+        before = read_cache_entries(tmp_path)
+        scope = await broker.user_scope(USER, tmp_path, _deadline())
+        with pytest.raises(NoCachedLoginError, match="invalid_grant"):
+            await broker.get(USER, TARGET, tmp_path, _deadline(), scope)
+        assert read_cache_entries(tmp_path) == before
 
-    run_virtual(main)
+    with_broker(main)
 
 
 def _reachable(root: object, outside: object, limit: int = 200_000) -> Iterator[object]:
@@ -205,24 +206,22 @@ def _reachable(root: object, outside: object, limit: int = 200_000) -> Iterator[
 
 
 def test_nothing_the_broker_holds_is_a_refresh_token(tmp_path: Path) -> None:
-    async def main(clock: Callable[[], float]) -> None:
-        cloud = Cloud(clock)
-        async with Broker(cloud.send, clock=clock, policy=QUICK, idle_timeout=DAY) as broker:
-            cloud.login(tmp_path, expires_in=30)
-            await request(broker, tmp_path)
-            await anyio.sleep(11 * 3600)  # and a background refresh of the login
-            assert cloud.calls[REFRESH_WHAT] == 2 and len(cloud.issued) == 3
-            on_disk = token_cache_path(tmp_path).read_text()
-            assert cloud.issued[-1] in on_disk  # the live one is in the file, and only there
-            held = [
-                obj
-                for obj in _reachable(broker, outside=cloud)
-                if isinstance(obj, (str, bytes))
-                and any(
-                    rt in (obj if isinstance(obj, str) else obj.decode("latin-1"))
-                    for rt in cloud.issued
-                )
-            ]
-            assert held == []
+    async def main(broker: Broker, cloud: Cloud) -> None:
+        cloud.login(tmp_path, expires_in=30)
+        await request(broker, tmp_path)
+        await anyio.sleep(11 * 3600)  # and a background refresh of the login
+        assert cloud.calls[REFRESH_WHAT] == 2 and len(cloud.issued) == 3
+        on_disk = token_cache_path(tmp_path).read_text()
+        assert cloud.issued[-1] in on_disk  # the live one is in the file, and only there
+        held = [
+            obj
+            for obj in _reachable(broker, outside=cloud)
+            if isinstance(obj, (str, bytes))
+            and any(
+                rt in (obj if isinstance(obj, str) else obj.decode("latin-1"))
+                for rt in cloud.issued
+            )
+        ]
+        assert held == []
 
-    run_virtual(main)
+    with_broker(main)
