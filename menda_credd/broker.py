@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from menda_keyring.cloud_protocol import HttpRequest
+from menda_keyring.cloud_protocol import REFRESH_WHAT, HttpRequest
 from menda_keyring.errors import DaemonBusy, MendaError
 from menda_keyring.identity import Identity
 from menda_keyring.paths import token_cache_path
@@ -58,6 +58,8 @@ MAX_FLIGHTS = 128
 #: A background refresh makes one HTTP try per attempt: the refresh timer already backs
 #: off between attempts, and more tries would multiply the calls to a menda-cloud in trouble.
 BACKGROUND_POLICY = RetryPolicy(max_attempts=1)
+#: The counter of each call to menda-cloud (``HttpRequest.what``); the rest: registry.
+_COUNTER_OF = {"oauth2/token": "exchanges_oauth", REFRESH_WHAT: "login_refreshes"}
 
 
 class Broker:
@@ -82,11 +84,17 @@ class Broker:
         self.max_entries = max_entries
         self.max_flights = max_flights
         self.counters = Counters()
-        self.effects = AsyncEffects(send, max_upstream, max_per_host, on_send=self._counted)
+        self.logins = UserLogins(self._login, self._forget_login, clock)
+        self.effects = AsyncEffects(
+            send,
+            max_upstream,
+            max_per_host,
+            on_send=self._counted,
+            on_refreshed=self.logins.refreshed,
+        )
         #: Least recently used first.
         self.entries: OrderedDict[Key, Entry] = OrderedDict()
         self.schedule: refresh.RefreshSchedule[Key] = refresh.RefreshSchedule()
-        self.logins = UserLogins(self._login, self._forget_login, clock)
         self.flights = 0
         self._tg: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -394,7 +402,7 @@ class Broker:
     # -- status --------------------------------------------------------------------------
 
     def _counted(self, request: HttpRequest) -> None:
-        self.count("exchanges_oauth" if request.what == "oauth2/token" else "exchanges_registry")
+        self.count(_COUNTER_OF.get(request.what, "exchanges_registry"))
 
     def snapshot(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows for ``status``, most recently used first (at most ``limit``)."""

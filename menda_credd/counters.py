@@ -8,6 +8,7 @@ COUNTERS = (
     "waits",
     "exchanges_oauth",
     "exchanges_registry",
+    "login_refreshes",
     "refreshes",
     "refresh_failures",
     "prewarms",

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import anyio
 import filelock
 
+from menda_keyring import login_entry, token_cache
 from menda_keyring import resolution as flow
-from menda_keyring import token_cache
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
 from menda_keyring.private_dir import make_private_dirs
 
@@ -60,6 +60,7 @@ class AsyncEffects:
         max_upstream: int = MAX_UPSTREAM,
         max_per_host: int = MAX_PER_HOST,
         on_send: Callable[[HttpRequest], None] | None = None,
+        on_refreshed: Callable[[flow.UpdateUserLogin], None] | None = None,
     ) -> None:
         self._send = send
         self.upstream = anyio.CapacityLimiter(max_upstream)
@@ -67,6 +68,7 @@ class AsyncEffects:
         self._hosts: dict[str, anyio.CapacityLimiter] = {}
         self._queues: dict[Path, anyio.Lock] = {}
         self._on_send = on_send
+        self._on_refreshed = on_refreshed
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
         """One call to menda-cloud, inside both limits (the host's first, then the total)."""
@@ -134,6 +136,15 @@ class AsyncEffects:
         if isinstance(effect, flow.StoreToken):
             store = functools.partial(token_cache.store, effect.path, effect.identity, effect.token)
             return await anyio.to_thread.run_sync(store)
+        if isinstance(effect, flow.UpdateUserLogin):
+            # Said before the file changes, so that nobody reading it in between takes the
+            # refreshed login for a new one.
+            if self._on_refreshed is not None:
+                self._on_refreshed(effect)
+            update = functools.partial(
+                login_entry.store_refreshed, effect.path, effect.identity, effect.refreshed
+            )
+            return await anyio.to_thread.run_sync(update)
         if isinstance(effect, flow.DropToken):
             drop = functools.partial(
                 token_cache.drop, effect.path, effect.identity, effect.rejected

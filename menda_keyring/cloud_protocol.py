@@ -1,6 +1,6 @@
 """The menda-cloud protocol without I/O, in the manner of h11.
 
-Builds the two requests of the contract and turns responses into tokens or typed
+Builds the requests of the contract and turns responses into tokens or typed
 errors. The in-process resolver sends them with the standard library, the daemon
 with aiohttp; both share every decision made here.
 """
@@ -20,10 +20,9 @@ from .errors import (
     MendaCloudAPIError,
     NoCachedLoginError,
     TransientError,
-    shown,
 )
 from .identity import Identity
-from .tokens import AccessToken, RegistryToken
+from .tokens import AccessToken, RefreshedLogin, RefreshGrant, RegistryToken
 from .urls import RegistryTarget
 
 USER_AGENT = f"menda-keyring/{__version__}"
@@ -38,7 +37,7 @@ class HttpRequest:
     url: str
     headers: Mapping[str, str] = field(repr=False)
     body: bytes = field(repr=False)
-    what: str  # "oauth2/token" or "registry/token", for messages
+    what: str  # "oauth2/token", REFRESH_WHAT or "registry/token", for messages
     #: What this request carries that no message may show, even if echoed back.
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -52,26 +51,39 @@ class HttpResponse:
 
 def oauth_request(identity: Identity) -> HttpRequest:
     """``POST {host}/oauth2/token`` with client credentials in the body (RFC 6749 2.3.1)."""
-    body = urlencode(
-        {
-            "grant_type": "client_credentials",
-            "client_id": identity.client_id or "",
-            "client_secret": identity.client_secret or "",
-        }
-    ).encode("ascii")
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": identity.client_id or "",
+        "client_secret": identity.client_secret or "",
+    }
+    return _token_request(identity.host, form, "oauth2/token", identity.client_secret or "")
+
+
+#: ``HttpRequest.what`` of a refresh: the token endpoint, with the refresh grant.
+REFRESH_WHAT = "oauth2/token refresh"
+
+
+def refresh_request(host: str, grant: RefreshGrant) -> HttpRequest:
+    """``POST {host}/oauth2/token`` with ``grant_type=refresh_token`` (RFC 6749 section 6).
+
+    ``host`` is the profile's, which the entry's must equal (checked when it was read).
+    """
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": grant.refresh_token,
+        "client_id": grant.client_id,
+    }
+    return _token_request(host, form, REFRESH_WHAT, grant.refresh_token)
+
+
+def _token_request(host: str, form: dict[str, str], what: str, secret: str) -> HttpRequest:
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
-    return HttpRequest(
-        "POST",
-        identity.host + OAUTH_PATH,
-        headers,
-        body,
-        "oauth2/token",
-        (identity.client_secret or "",),
-    )
+    body = urlencode(form).encode("ascii")
+    return HttpRequest("POST", host + OAUTH_PATH, headers, body, what, (secret,))
 
 
 def registry_request(host: str, access_token: str, target: RegistryTarget) -> HttpRequest:
@@ -186,6 +198,44 @@ def parse_oauth_response(response: HttpResponse, identity: Identity, now: float)
             response.status,
         )
     data = _json_body(response, where)
+    return _access_token_answer(data, response, where, identity, now)
+
+
+def parse_refresh_response(
+    response: HttpResponse, identity: Identity, now: float
+) -> RefreshedLogin:
+    """A refreshed user login from a 200, or the typed error the response means.
+
+    Any 400 or 401 (``invalid_grant``: expired, revoked or already used; ``invalid_client``
+    and the like) is a :class:`NoCachedLoginError` naming the code: the login is over.
+    """
+    where = f"menda-cloud {identity.host}{OAUTH_PATH}"
+    _check_transient(response, where)
+    if response.status in (400, 401):
+        raise NoCachedLoginError(
+            f"{where} refused to refresh the login (HTTP {response.status}){_error_text(response)}"
+        )
+    if response.status != 200:
+        raise MendaCloudAPIError(
+            f"{where} refused to refresh the login (HTTP {response.status}){_error_text(response)}",
+            response.status,
+        )
+    data = _json_body(response, where)
+    access = _access_token_answer(data, response, where, identity, now)
+    refresh_token = data.get("refresh_token") if isinstance(data, dict) else None
+    if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
+        raise MendaCloudAPIError(
+            f"{where} answered HTTP 200 with a body of the wrong shape "
+            "(refresh_token, when given, must be a non-empty string)",
+            response.status,
+        )
+    return RefreshedLogin(access, refresh_token)
+
+
+def _access_token_answer(
+    data: object, response: HttpResponse, where: str, identity: Identity, now: float
+) -> AccessToken:
+    """The access token of a token endpoint's 200 (section 1's shape), or a typed error."""
     token = data.get("access_token") if isinstance(data, dict) else None
     expires_in = data.get("expires_in") if isinstance(data, dict) else None
     token_type = data.get("token_type", "Bearer") if isinstance(data, dict) else None
@@ -214,18 +264,9 @@ def parse_registry_response(
     domain = f"{target.domain}-{target.owner} ({target.region})"
     _check_transient(response, where)
     if response.status == 401:
-        if identity.auth_type == "u2m":
-            raise NoCachedLoginError(
-                f"No valid cached token: menda-cloud {identity.host} rejected the signed-in "
-                f"token of {identity.label}. Run menda auth login"
-                + (
-                    f" --profile {shown(identity.profile or '')}"
-                    if identity.profile != "default"
-                    else ""
-                )
-            )
+        kind = "signed-in" if identity.auth_type == "u2m" else "machine"
         raise AccessTokenRejected(
-            f"{where} rejected the machine token of {identity.label} (HTTP 401)"
+            f"{where} rejected the {kind} token of {identity.label} (HTTP 401)"
             f"{_error_text(response)}",
             401,
         )

@@ -84,6 +84,14 @@ class NoCachedLoginError(MendaError):
     kind = "no_cached_login"
 
 
+class InvalidLoginEntryError(NoCachedLoginError):
+    """A signed-in user's cache entry cannot be refreshed as written: a member of the wrong
+    type, or a host other than the profile's (its refresh token is never sent elsewhere).
+    The entry is left as it is, for ``menda auth login`` to replace."""
+
+    kind = "invalid_login_entry"
+
+
 class MendaCloudAPIError(MendaError):
     """menda-cloud answered with an error, an unusable body, or not at all.
 
@@ -116,7 +124,8 @@ class TransientError(MendaCloudAPIError):
 
 
 class AccessTokenRejected(MendaCloudAPIError):
-    """menda-cloud said 401 invalid_token: drop the Menda token and, for machines, get a new one."""
+    """menda-cloud said 401 invalid_token: get a new Menda token (a machine's by OAuth, a
+    user's by refreshing the login) once, and retry once."""
 
     kind = "menda_access_token_rejected"
 

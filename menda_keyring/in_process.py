@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import login_entry, token_cache
 from . import resolution as flow
-from . import token_cache
 from .cloud_protocol import HttpRequest, HttpResponse
 from .fileutil import ExclusiveLock
 from .identity import Identity, home_from_env, resolve_identity
@@ -68,6 +68,8 @@ class SyncEffects:
             return None
         if isinstance(effect, flow.StoreToken):
             return token_cache.store(effect.path, effect.identity, effect.token)
+        if isinstance(effect, flow.UpdateUserLogin):
+            return login_entry.store_refreshed(effect.path, effect.identity, effect.refreshed)
         if isinstance(effect, flow.DropToken):
             return token_cache.drop(effect.path, effect.identity, effect.rejected)
         raise TypeError(f"unknown effect {type(effect).__name__}")

@@ -8,9 +8,8 @@ else, the tokens of the first login must never answer for the second.
 
 from __future__ import annotations
 
-import hashlib
-
 from .identity import Identity
+from .login_entry import digest
 from .tokens import AccessToken
 from .urls import RegistryTarget
 
@@ -20,7 +19,13 @@ Key = tuple[str, RegistryTarget]
 
 def login_scope(login: AccessToken) -> str:
     """The part of a user's key that names the login it came from (never the token itself)."""
-    return ":" + hashlib.sha256(login.token.encode()).hexdigest()[:16]
+    return scope_of_digest(digest(login.token))
+
+
+def scope_of_digest(token_digest: str) -> str:
+    """The scope of a login first seen with the token of ``token_digest`` (the daemon keeps
+    that scope through the login's refreshes)."""
+    return ":" + token_digest
 
 
 def owner_key(identity: Identity, scope: str = "") -> str:

@@ -32,12 +32,15 @@ from .cloud_protocol import (
     HttpResponse,
     oauth_request,
     parse_oauth_response,
+    parse_refresh_response,
     parse_registry_response,
+    refresh_request,
     registry_request,
 )
 from .errors import (
     AccessTokenRejected,
     ConfigError,
+    InvalidLoginEntryError,
     MendaCloudAPIError,
     MendaError,
     NoCachedLoginError,
@@ -46,9 +49,10 @@ from .errors import (
     shown,
 )
 from .identity import Identity
+from .login_entry import UserLogin, read_login
 from .records import Record
 from .retry import Deadline, RetryPolicy, call_timeout
-from .tokens import AccessToken, RegistryToken
+from .tokens import AccessToken, RefreshedLogin, RefreshGrant, RegistryToken
 from .urls import RegistryTarget
 
 T = TypeVar("T")
@@ -120,6 +124,24 @@ class StoreToken(Record):
         self._set(path=path, identity=identity, token=token)
 
 
+class UpdateUserLogin(Record):
+    """Write a refreshed login back into ``identity``'s entry (the lock is held), keeping
+    its other members. ``previous`` is the access token it replaces (the daemon follows a
+    login through its refreshes by it). OSError: not written."""
+
+    __slots__ = ("identity", "path", "previous", "refreshed")
+    _hidden = ("previous", "refreshed")
+    path: Path
+    identity: Identity
+    refreshed: RefreshedLogin
+    previous: str | None
+
+    def __init__(
+        self, path: Path, identity: Identity, refreshed: RefreshedLogin, previous: str | None
+    ) -> None:
+        self._set(path=path, identity=identity, refreshed=refreshed, previous=previous)
+
+
 class DropToken(Record):
     """Forget the entry of ``identity`` if it still holds ``rejected`` (the lock is held)."""
 
@@ -133,7 +155,9 @@ class DropToken(Record):
         self._set(path=path, identity=identity, rejected=rejected)
 
 
-Effect = Send | Sleep | ReadCache | LockCache | UnlockCache | StoreToken | DropToken
+Effect = (
+    Send | Sleep | ReadCache | LockCache | UnlockCache | StoreToken | UpdateUserLogin | DropToken
+)
 Flow = Generator[Effect, Any, T]
 
 
@@ -181,10 +205,12 @@ def advance(flow: Flow[T], outcome: Outcome) -> Effect | Done[T]:
 class Resolution:
     """One resolution of a registry token for ``identity`` and ``target``.
 
-    ``run()`` is the whole flow: a Menda access token (from the shared cache, or for a
+    ``run()`` is the whole flow: a Menda access token (from the shared cache; for a
     machine identity one OAuth exchange under the cache lock, so that a herd of processes
-    makes one), then the registry exchange; a machine token menda-cloud rejects is
-    replaced once and the exchange retried once. Transient failures are retried with
+    makes one; for a signed-in user whose token has run out, one refresh of the login,
+    under the lock too), then the registry exchange; an access token menda-cloud rejects
+    is replaced once (a machine's by OAuth, a user's by a refresh) and the exchange
+    retried once. Transient failures are retried with
     jittered backoff inside the deadline. Every error that leaves it is redacted.
     """
 
@@ -240,10 +266,7 @@ class Resolution:
     def access_token(self, rejected: str | None = None) -> Flow[AccessToken]:
         """A usable Menda access token; ``rejected`` is one menda-cloud just refused."""
         if self.identity.auth_type == "u2m":
-            cached = yield from self.cached_access_token()
-            if cached is None or cached.token == rejected:
-                raise no_login_error(self.identity, self.cache)
-            return cached
+            return (yield from self.user_access_token(rejected))
         if rejected is None:
             cached = yield from self.cached_access_token()
             if cached is not None:
@@ -266,6 +289,67 @@ class Resolution:
             yield StoreToken(self.cache, self.identity, token)
         yield UnlockCache(self.lock_path)
         return token
+
+    def user_access_token(self, rejected: str | None) -> Flow[AccessToken]:
+        """The signed-in user's access token, the login refreshed when it must be (3b).
+
+        A used refresh token dies, so the refresh is made only under the cache lock and
+        after reading the file again: whoever refreshed meanwhile has left a fresh access
+        token there, which is ours too, and no second refresh is made.
+        """
+        login = yield from self.cached_login()
+        fresh = self.fresh_access(login, rejected)
+        if fresh is not None:
+            return fresh
+        self.refresh_grant(login, rejected)  # nothing to refresh: fail before locking
+        yield from self.lock()
+        login = yield from self.cached_login()
+        fresh = self.fresh_access(login, rejected)
+        if fresh is not None:
+            yield UnlockCache(self.lock_path)
+            return fresh
+        refreshed = yield from self.refresh(self.refresh_grant(login, rejected))
+        previous = login.access.token if login is not None and login.access is not None else None
+        del login  # holds the old refresh token, dead from now on
+        # An unwritable cache costs a sign-in next time (a rotated refresh token is lost
+        # with it), not this answer.
+        with contextlib.suppress(OSError):
+            yield UpdateUserLogin(self.cache, self.identity, refreshed, previous)
+        yield UnlockCache(self.lock_path)
+        return refreshed.access
+
+    def cached_login(self) -> Flow[UserLogin | None]:
+        snapshot: token_cache.CacheSnapshot = yield ReadCache(self.cache)
+        return read_login(snapshot.tokens.get(self.identity.cache_key), self.identity)
+
+    def fresh_access(self, login: UserLogin | None, rejected: str | None) -> AccessToken | None:
+        """The login's access token when it is usable and not the one just rejected."""
+        access = login.access if login is not None else None
+        if access is None or access.token == rejected or not access.usable(self.clock()):
+            return None
+        return access
+
+    def refresh_grant(self, login: UserLogin | None, rejected: str | None) -> RefreshGrant:
+        """How to refresh ``login``, or the error that says the user must sign in again."""
+        if login is not None and login.problem is not None:
+            raise invalid_login_error(self.identity, self.cache, login.problem)
+        if login is None or login.grant is None:
+            if rejected is not None:
+                raise login_rejected_error(self.identity)
+            raise no_login_error(self.identity, self.cache)
+        return login.grant
+
+    def refresh(self, grant: RefreshGrant) -> Flow[RefreshedLogin]:
+        """One refresh (with retries of transient failures); a refusal ends the login."""
+        try:
+            return (
+                yield from self.call(
+                    refresh_request(self.identity.host, grant),
+                    lambda r: parse_refresh_response(r, self.identity, self.clock()),
+                )
+            )
+        except NoCachedLoginError as refused:
+            raise no_login_error(self.identity, self.cache, refused.message) from None
 
     def cached_access_token(self) -> Flow[AccessToken | None]:
         snapshot: token_cache.CacheSnapshot = yield ReadCache(self.cache)
@@ -330,11 +414,34 @@ class Resolution:
             yield Sleep(wait)
 
 
-def no_login_error(identity: Identity, cache: Path) -> NoCachedLoginError:
-    """What a user identity without a usable login is told, in process and by the daemon."""
+def _login_flag(identity: Identity) -> str:
+    return f" --profile {shown(identity.profile or '')}" if identity.profile != "default" else ""
+
+
+def no_login_error(identity: Identity, cache: Path, why: str = "") -> NoCachedLoginError:
+    """What a user identity without a usable login is told, in process and by the daemon;
+    ``why``: what menda-cloud said when it refused to refresh the login."""
     profile = shown(identity.profile or "")
-    flag = f" --profile {profile}" if identity.profile != "default" else ""
+    because = f": {why}" if why else ""
     return NoCachedLoginError(
-        f"No valid cached token for profile [{profile}] (host {identity.host}) in {cache}. "
-        f"Run menda auth login{flag}, or use machine credentials (auth_type = m2m)."
+        f"No valid cached token for profile [{profile}] (host {identity.host}) in {cache}"
+        f"{because}. Run menda auth login{_login_flag(identity)}, or use machine credentials "
+        "(auth_type = m2m)."
+    )
+
+
+def login_rejected_error(identity: Identity) -> NoCachedLoginError:
+    """menda-cloud refused a user's access token, and the login cannot be refreshed."""
+    return NoCachedLoginError(
+        f"No valid cached token: menda-cloud {identity.host} rejected the signed-in token of "
+        f"{identity.label}. Run menda auth login{_login_flag(identity)}"
+    )
+
+
+def invalid_login_error(identity: Identity, cache: Path, problem: str) -> InvalidLoginEntryError:
+    """A login whose entry cannot be refreshed as written; the entry is left as it is."""
+    profile = shown(identity.profile or "")
+    return InvalidLoginEntryError(
+        f"The login of profile [{profile}] in {cache} cannot be refreshed: {problem}. "
+        f"Run menda auth login{_login_flag(identity)} to replace it."
     )

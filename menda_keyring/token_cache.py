@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,18 +108,32 @@ def lock_path_for(path: Path) -> Path:
 
 def store(path: Path, identity: Identity, token: AccessToken) -> None:
     """Write ``token`` under ``identity.cache_key``; the caller holds the lock."""
+
+    def put(tokens: dict[str, Any]) -> None:
+        tokens[identity.cache_key] = {
+            "access_token": token.token,
+            "token_type": "Bearer",
+            "expires_at": int(token.expires_at),
+            "host": identity.host,
+            "auth_type": identity.auth_type,
+        }
+
+    rewrite(path, put)
+
+
+def rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Read the file, let ``change`` edit its entries in place, replace it atomically.
+
+    The caller holds the lock. Every entry ``change`` leaves alone is written back as it
+    was (the Menda CLI's, other programs'), except our long-expired machine tokens; a
+    corrupt file is copied aside first.
+    """
     make_private_dirs(path.parent)
     snapshot = read_snapshot(path)
     if snapshot.corrupt:
         _keep_corrupt_copy(path)
     tokens = prune_expired_machine_tokens(snapshot.tokens, time.time())
-    tokens[identity.cache_key] = {
-        "access_token": token.token,
-        "token_type": "Bearer",
-        "expires_at": int(token.expires_at),
-        "host": identity.host,
-        "auth_type": identity.auth_type,
-    }
+    change(tokens)
     payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
     write_private_file_atomically(path, payload.encode("utf-8"))
 

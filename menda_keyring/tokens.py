@@ -53,3 +53,24 @@ class RegistryToken:
 
     def servable(self, now: float) -> bool:
         return self.remaining(now) > self.min_remaining()
+
+
+#: The public client ``menda auth login`` signs in with, when a login names none (contract 3b).
+DEFAULT_LOGIN_CLIENT_ID = "menda-cli"
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    """What refreshing a user's login takes: its refresh token and the client it was issued to."""
+
+    refresh_token: str = field(repr=False)
+    client_id: str = DEFAULT_LOGIN_CLIENT_ID
+
+
+@dataclass(frozen=True)
+class RefreshedLogin:
+    """menda-cloud's answer to a refresh: a new access token, and a new refresh token when it
+    rotates them (None: the old one stays valid and stays in the entry)."""
+
+    access: AccessToken
+    refresh_token: str | None = field(default=None, repr=False)

@@ -121,10 +121,11 @@ def test_registry_success_and_default_username() -> None:
     assert TOKEN not in repr(token)
 
 
-def test_registry_401_means_new_machine_token_or_new_login() -> None:
-    with pytest.raises(AccessTokenRejected):
+def test_registry_401_means_a_new_access_token_for_machines_and_users_alike() -> None:
+    """The flow decides what follows (OAuth, a refresh, or "sign in again")."""
+    with pytest.raises(AccessTokenRejected, match="rejected the machine token"):
         parse_registry_response(response(401, {"error": "invalid_token"}), MACHINE, TARGET, NOW)
-    with pytest.raises(errors.NoCachedLoginError, match="Run menda auth login --profile dev"):
+    with pytest.raises(AccessTokenRejected, match="rejected the signed-in token of profile dev"):
         parse_registry_response(response(401, {"error": "invalid_token"}), USER, TARGET, NOW)
 
 

@@ -1,5 +1,6 @@
-"""Hardening: every way menda-cloud can fail, on both endpoints, through the daemon and in
-process, gives the keyring CLI a typed error with a clear message within the ceiling.
+"""Hardening: every way menda-cloud can fail, on each endpoint (the refresh grant of a
+login included), through the daemon and in process, gives the keyring CLI a typed error
+with a clear message within the ceiling.
 
 One real daemon serves the module. Each case of the fault table (one test per fault,
 endpoint and path: ``-k daemon-registry-timeout``) has its own fake menda-cloud and HOME,
@@ -23,7 +24,14 @@ import pytest
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.fakes.tls_front import tls_front
 from tests.support.daemon import Daemon
-from tests.support.env import base_env, sentinel, short_tmpdir, write_profile, write_user_token
+from tests.support.env import (
+    base_env,
+    sentinel,
+    short_tmpdir,
+    write_profile,
+    write_user_login,
+    write_user_token,
+)
 from tests.support.errors import typed_error
 from tests.support.procs import keyring_get
 from tests.support.sockets import closed_port
@@ -66,7 +74,9 @@ class Case:
     inject: dict[str, Any] = field(default_factory=dict)
     classes: tuple[str, ...] | None = None  # expected error classes; None: a token
     fragments: tuple[str, ...] = ()
-    identity: str = ""  # "m2m" / "u2m"; default: m2m for oauth faults, u2m for registry
+    #: "m2m" / "u2m" / "u2m-expired" (a login to refresh); default: m2m for oauth faults,
+    #: u2m-expired for refresh, u2m for registry
+    identity: str = ""
     host: str = ""  # "refused" or "tls": a host that is not the fake itself
     counts: dict[str, int] = field(default_factory=dict)  # fake counters afterwards
     not_fragments: tuple[str, ...] = ()  # must not be in the message
@@ -78,8 +88,10 @@ API = ("MendaCloudAPIError",)
 TIMEOUTS = ("MendaCloudAPIError", "ResolutionTimeoutError")
 WRONG_SHAPE = {
     "oauth": {"access_token": 5, "token_type": "Bearer", "expires_in": 3600},
+    "refresh": {"access_token": "mut_x", "token_type": "Bearer", "expires_in": 0},
     "registry": {"token": "", "expiration": "tomorrow"},
 }
+DEFAULT_IDENTITY = {"oauth": "m2m", "refresh": "u2m-expired", "registry": "u2m"}
 
 
 def cases(endpoint: str) -> list[Case]:
@@ -172,6 +184,21 @@ def cases(endpoint: str) -> list[Case]:
             # An access token with 1 s left still serves the one exchange it was fetched for.
             Case("expired", endpoint, {"expired": True}, None),
         ]
+    elif endpoint == "refresh":
+        table += [
+            *(
+                Case(
+                    f"{status}-{code}",
+                    endpoint,
+                    {"status": status},
+                    ("NoCachedLoginError",),
+                    (code, "Run menda auth login"),
+                    counts={"refresh": 1, "registry": 0},
+                )
+                for status, code in ((400, "invalid_grant"), (401, "invalid_client"))
+            ),
+            Case("expired", endpoint, {"expired": True}, None, counts={"refresh": 1}),
+        ]
     else:
         table += [
             Case("expired", endpoint, {"expired": True}, API, ("already expired",), counts=once),
@@ -226,9 +253,13 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
                 env["MENDA_CREDD_SOCKET"] = daemon.socket
             else:
                 env["MENDA_CREDD"] = "off"
-            identity = case.identity or ("m2m" if case.endpoint == "oauth" else "u2m")
+            identity = case.identity or DEFAULT_IDENTITY[case.endpoint]
             if identity == "m2m":
                 env.update(MENDA_CLIENT_ID="ci-bot", MENDA_CLIENT_SECRET=secret, MENDA_HOST=host)
+            elif identity == "u2m-expired":
+                write_profile(home, f"[default]\nhost = {host}\nauth_type = u2m\n")
+                login = cloud.issue_user_login(f"user-{case.name}", lifetime=0)
+                write_user_login(home, "default", login, host)
             else:
                 write_profile(home, f"[default]\nhost = {host}\nauth_type = u2m\n")
                 token, expires_at = cloud.issue_user_token(f"user-{case.name}")
@@ -267,12 +298,14 @@ def run_case(case: Case, mode: str, daemon: Daemon, workdir: Path) -> list[str]:
             f"[{case.min_elapsed}, {case.max_elapsed}) s:\n{result.describe()}"
         )
     for key, value in case.counts.items():
-        if counts.get(key) != value:
+        if counts.get(key, 0) != value:  # refresh counters appear once counted
             problems.append(f"{where} fake counts {counts}, expected {key}={value}")
     return problems
 
 
-TABLE = [(mode, case) for mode in MODES for case in cases("oauth") + cases("registry")]
+TABLE = [
+    (mode, case) for mode in MODES for case in cases("oauth") + cases("refresh") + cases("registry")
+]
 
 
 def case_id(mode: str, case: Case) -> str:

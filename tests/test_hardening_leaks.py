@@ -1,11 +1,11 @@
 """Hardening: no secret and no token leaks anywhere but the answer itself.
 
-Sentinel secrets go in (a client secret, a wrong client secret, a user token, token-like
-strings in menda-cloud's bodies); a set of scenarios runs in process and through a daemon
+Sentinel secrets go in (a client secret, a wrong client secret, a user token, a refresh
+token, token-like strings in menda-cloud's bodies); a set of scenarios runs in process and through a daemon
 logging at debug level; then every output is searched for every secret and every token
 the fake issued. Only the stdout of a successful ``keyring get`` may hold a registry
-token, and only the token cache file may hold a Menda access token. No registry token is
-ever written under HOME.
+token, and only the token cache file may hold a Menda access token or a refresh token. No
+registry token is ever written under HOME.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.support.env import (
     sentinel,
     short_tmpdir,
     write_profile,
+    write_user_login,
     write_user_token,
 )
 from tests.support.errors import typed_error
@@ -82,10 +83,15 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         write_profile(
             home,
             f"[default]\nhost = {cloud.url}\nauth_type = m2m\nclient_id = ci-bot\n"
-            f"client_secret = {secret}\n\n[user]\nhost = {cloud.url}\nauth_type = u2m\n",
+            f"client_secret = {secret}\n\n[user]\nhost = {cloud.url}\nauth_type = u2m\n"
+            f"\n[refresher]\nhost = {cloud.url}\nauth_type = u2m\n",
         )
         user_token, expires_at = cloud.issue_user_token("alice")
         write_user_token(home, "user", user_token, expires_at, cloud.url)
+        # An expired login with a sentinel refresh token: every use of it refreshes.
+        cloud.configure(user_token_lifetime=30)
+        login = cloud.issue_user_login("robin", lifetime=0, refresh_token=sentinel("REFRESH"))
+        write_user_login(home, "refresher", login, cloud.url)
         daemon_home = tmp / "daemon-home"
         with Daemon(base_env(daemon_home), tmp / "run" / "credd.sock") as daemon:
             yield Lab(cloud, home, tmp, daemon, secret, user_token)
@@ -147,6 +153,17 @@ def test_no_secret_or_token_leaks_anywhere(lab: Lab) -> None:
             mode, MENDA_CLIENT_ID=echo_id, MENDA_CLIENT_SECRET=lab.secret, MENDA_HOST=cloud.url
         )
         lab.record(f"{mode} echoed secret", keyring_get(echo), False)
+        # Refreshing a login: a success (which rotates the sentinel), and a refusal that
+        # echoes the refresh token it was sent.
+        refresher = lab.env(mode, MENDA_PROFILE_ID="refresher")
+        lab.record(f"{mode} refresh", keyring_get(refresher, lab.new_domain()), True)
+        live = [t for t, e in cloud.refresh_tokens.items() if not e.used and not e.revoked]
+        cloud.inject(
+            "refresh",
+            status=400,
+            body={"error": "invalid_grant", "error_description": f"dead: {' '.join(live)}"},
+        )
+        lab.record(f"{mode} refresh refused", keyring_get(refresher, lab.new_domain()), False)
         cloud.clear_faults()
 
     for args in (["status"], ["status", "--json"]):
@@ -159,8 +176,12 @@ def test_no_secret_or_token_leaks_anywhere(lab: Lab) -> None:
     lab.outputs.append(("daemon debug log", log))
 
     registry_tokens = {t["token"] for t in cloud.registry_tokens()}
-    access_tokens = set(cloud.access_tokens)
+    # Menda access tokens and refresh tokens: at home in the token cache file only.
+    refresh_tokens = set(cloud.refresh_tokens)
+    access_tokens = set(cloud.access_tokens) | refresh_tokens
     assert lab.user_token in access_tokens
+    assert any(t.startswith("SENTINEL-REFRESH-") for t in refresh_tokens)
+    assert len(refresh_tokens) >= 3  # the sentinel, rotated in both modes
     assert registry_tokens and len(access_tokens) >= 3
     secrets_ = {lab.secret, *lab.extra_secrets}
     everything = secrets_ | registry_tokens | access_tokens

@@ -32,10 +32,15 @@ from tests.fakes._server import QuietHandler, QuietHTTPServer, ServerRunner
 DEFAULT_DOMAIN = "menda-private"
 DEFAULT_OWNER = "058264169513"
 DEFAULT_REGION = "eu-west-1"
-ENDPOINTS = ("oauth", "registry")
+#: Where faults are injected: ``oauth`` (client credentials), ``refresh`` (the refresh grant
+#: at the same ``/oauth2/token``) and ``registry``.
+ENDPOINTS = ("oauth", "refresh", "registry")
+#: The public client ``menda auth login`` signs in with.
+LOGIN_CLIENT_ID = "menda-cli"
 
 _DEFAULT_ERRORS: dict[str, dict[int, str]] = {
     "oauth": {400: "invalid_request", 401: "invalid_client", 403: "unauthorized_client"},
+    "refresh": {400: "invalid_grant", 401: "invalid_client", 403: "unauthorized_client"},
     "registry": {
         400: "invalid_request",
         401: "invalid_token",
@@ -56,7 +61,7 @@ def default_error_body(endpoint: str, status: int) -> dict[str, str]:
     """A contract-shaped JSON error for ``status`` on ``endpoint``."""
     code = _DEFAULT_ERRORS.get(endpoint, {}).get(status) or _GENERIC_ERRORS.get(status, "error")
     text = f"injected fault: HTTP {status}"
-    if endpoint == "oauth":
+    if endpoint in ("oauth", "refresh"):
         return {"error": code, "error_description": text}
     return {"error": code, "message": text}
 
@@ -92,6 +97,19 @@ class AccessToken:
 
 
 @dataclass
+class RefreshToken:
+    """A user's refresh token. ``family``: every token rotated from one login shares it, so
+    that reusing a dead one revokes them all (reuse detection, as real servers do)."""
+
+    user: str
+    client_id: str
+    expires_at: float
+    family: str
+    used: bool = False
+    revoked: bool = False
+
+
+@dataclass
 class RegistryToken:
     """A CodeArtifact authorization token issued by the exchange."""
 
@@ -110,7 +128,9 @@ class FakeMendaCloud(ServerRunner):
     ``clock`` replaces ``time.time`` for expiry decisions (tests of expiry without sleeping).
     """
 
-    #: requests per endpoint, and its 200 answers
+    #: requests per endpoint, and its 200 answers. ``refresh`` and ``refresh_ok`` are counted
+    #: too but appear only once non-zero, so that an exact ``counts()`` of a test that signs
+    #: in nobody also says that no login was refreshed.
     COUNTERS = ("oauth", "oauth_ok", "registry", "registry_ok")
 
     def __init__(
@@ -121,6 +141,9 @@ class FakeMendaCloud(ServerRunner):
         prefix: str = "",
         machine_token_lifetime: int = 3600,
         registry_token_lifetime: int = 43200,
+        user_token_lifetime: int = 3600,
+        refresh_token_lifetime: int = 30 * 86400,
+        rotate_refresh_tokens: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -129,12 +152,16 @@ class FakeMendaCloud(ServerRunner):
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.machine_token_lifetime = machine_token_lifetime
         self.registry_token_lifetime = registry_token_lifetime
+        self.user_token_lifetime = user_token_lifetime
+        self.refresh_token_lifetime = refresh_token_lifetime
+        self.rotate_refresh_tokens = rotate_refresh_tokens
         self.clock = clock
         self.lock = threading.RLock()
         self.clients: dict[str, str] = {}
         self.known_domains: set[tuple[str, str]] = {(DEFAULT_DOMAIN, DEFAULT_OWNER)}
         self.forbidden: set[tuple[str, str]] = set()  # (identity, domain)
         self.access_tokens: dict[str, AccessToken] = {}
+        self.refresh_tokens: dict[str, RefreshToken] = {}
         self.issued_registry_tokens: dict[str, RegistryToken] = {}
         self._faults: dict[str, deque[Fault]] = {ep: deque() for ep in ENDPOINTS}
 
@@ -181,13 +208,23 @@ class FakeMendaCloud(ServerRunner):
         self,
         machine_token_lifetime: int | None = None,
         registry_token_lifetime: int | None = None,
+        user_token_lifetime: int | None = None,
+        refresh_token_lifetime: int | None = None,
+        rotate_refresh_tokens: bool | None = None,
     ) -> None:
-        """Change token lifetimes (seconds) for tokens issued from now on."""
+        """Change token lifetimes (seconds) for tokens issued from now on, and whether a
+        refresh rotates the refresh token (else its answer carries none)."""
         with self.lock:
             if machine_token_lifetime is not None:
                 self.machine_token_lifetime = int(machine_token_lifetime)
             if registry_token_lifetime is not None:
                 self.registry_token_lifetime = int(registry_token_lifetime)
+            if user_token_lifetime is not None:
+                self.user_token_lifetime = int(user_token_lifetime)
+            if refresh_token_lifetime is not None:
+                self.refresh_token_lifetime = int(refresh_token_lifetime)
+            if rotate_refresh_tokens is not None:
+                self.rotate_refresh_tokens = bool(rotate_refresh_tokens)
 
     def _new_access_token(self, identity: str, lifetime: float, prefix: str) -> tuple[str, float]:
         token = prefix + secrets.token_urlsafe(32)
@@ -204,10 +241,88 @@ class FakeMendaCloud(ServerRunner):
             self.access_tokens[token] = AccessToken(f"user:{user}", expires_at)
         return token, expires_at
 
-    def revoke(self, token: str) -> bool:
-        """Revoke an access or registry token; False if unknown."""
+    def issue_user_login(
+        self,
+        user: str = "alice",
+        lifetime: int = 3600,
+        refresh_token: str | None = None,
+        client_id: str = LOGIN_CLIENT_ID,
+    ) -> dict[str, Any]:
+        """What ``menda auth login`` obtains: an access token (``lifetime`` seconds; 0 or
+        less: already expired) and a refresh token (``refresh_token``: that very value, for
+        leak checks), as the members of its cache entry."""
+        expires_at = int(self.clock()) + int(lifetime)
+        access = "mut_" + secrets.token_urlsafe(32)
+        refresh = refresh_token or "mrt_" + secrets.token_urlsafe(32)
         with self.lock:
-            entry = self.access_tokens.get(token) or self.issued_registry_tokens.get(token)
+            self.access_tokens[access] = AccessToken(f"user:{user}", expires_at)
+            self.refresh_tokens[refresh] = RefreshToken(
+                user, client_id, self.clock() + self.refresh_token_lifetime, family=refresh
+            )
+        return {
+            "access_token": access,
+            "expires_at": expires_at,
+            "refresh_token": refresh,
+            "client_id": client_id,
+        }
+
+    def refresh_token_state(self, token: str) -> str | None:
+        """``live``, ``used``, ``revoked`` or ``expired`` for a refresh token; None if unknown."""
+        with self.lock:
+            entry = self.refresh_tokens.get(token)
+            if entry is None:
+                return None
+            if entry.revoked:
+                return "revoked"
+            if entry.used:
+                return "used"
+            return "expired" if entry.expires_at <= self.clock() else "live"
+
+    def _refresh_login(
+        self, refresh_token: str, client_id: str, expired: bool
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The refresh grant: (error code, description) or (None, the 200 answer)."""
+        with self.lock:
+            entry = self.refresh_tokens.get(refresh_token)
+            if entry is None:
+                return "invalid_grant", {"error_description": "unknown refresh token"}
+            if entry.used:
+                # A dead refresh token used again: someone has a copy. End the whole login.
+                for other in self.refresh_tokens.values():
+                    if other.family == entry.family:
+                        other.revoked = True
+                return "invalid_grant", {"error_description": "refresh token already used"}
+            if entry.revoked or entry.expires_at <= self.clock():
+                return "invalid_grant", {"error_description": "refresh token expired or revoked"}
+            if entry.client_id != client_id:
+                return "invalid_grant", {"error_description": "issued to another client"}
+            lifetime = 1 if expired else max(1, int(self.user_token_lifetime))
+            access, _ = self._new_access_token(f"user:{entry.user}", lifetime, "mut_")
+            answer: dict[str, Any] = {
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+            }
+            if self.rotate_refresh_tokens:
+                entry.used = True
+                rotated = "mrt_" + secrets.token_urlsafe(32)
+                self.refresh_tokens[rotated] = RefreshToken(
+                    entry.user,
+                    entry.client_id,
+                    self.clock() + self.refresh_token_lifetime,
+                    entry.family,
+                )
+                answer["refresh_token"] = rotated
+            return None, answer
+
+    def revoke(self, token: str) -> bool:
+        """Revoke an access, refresh or registry token; False if unknown."""
+        with self.lock:
+            entry = (
+                self.access_tokens.get(token)
+                or self.refresh_tokens.get(token)
+                or self.issued_registry_tokens.get(token)
+            )
             if entry is None:
                 return False
             entry.revoked = True
@@ -263,7 +378,7 @@ class FakeMendaCloud(ServerRunner):
         ``delay``: sleep first. ``close``: drop the connection unanswered. ``status``: answer
         that (``body`` defaults to a contract-shaped JSON error). ``retry_after``: add the
         header. ``expired``: a normal 200 whose token is already expired (registry) or
-        ``expires_in=1`` (oauth). Without ``status``/``close`` the request is served normally.
+        ``expires_in=1`` (oauth, refresh). Without ``status``/``close`` the request is served normally.
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {ENDPOINTS}, not {endpoint!r}")
@@ -288,6 +403,15 @@ class FakeMendaCloud(ServerRunner):
         with self.lock:
             queue = self._faults[endpoint]
             return queue.popleft() if queue else None
+
+
+def _form_value(body: bytes, name: str) -> str | None:
+    """One value of a form body, or None (an unreadable body is the handler's to refuse)."""
+    try:
+        values = urllib.parse.parse_qs(body.decode("utf-8")).get(name)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return values[0] if values else None
 
 
 class _CloudHandler(QuietHandler):
@@ -326,7 +450,8 @@ class _CloudHandler(QuietHandler):
             if method != "POST":
                 self.send_json(405, {"error": "invalid_request"}, {"Allow": "POST"})
                 return
-            self._with_faults("oauth", body, self._oauth)
+            endpoint = "refresh" if _form_value(body, "grant_type") == "refresh_token" else "oauth"
+            self._with_faults(endpoint, body, self._oauth)
         elif path == "/api/v1/auth/registry/token":
             if method != "POST":
                 self.send_json(405, {"error": "invalid_request"}, {"Allow": "POST"})
@@ -412,6 +537,16 @@ class _CloudHandler(QuietHandler):
             if len(values) > 1:
                 return error(400, "invalid_request", f"parameter {key} repeated")
         params = {k: v[0] for k, v in form.items()}
+        if params.get("grant_type") == "refresh_token":
+            refresh_token, client_id = params.get("refresh_token"), params.get("client_id")
+            if not refresh_token or not client_id:
+                return error(400, "invalid_request", "refresh_token and client_id are required")
+            code, answer = cloud._refresh_login(
+                refresh_token, client_id, fault is not None and fault.expired
+            )
+            if code is not None:
+                return error(400, code, answer["error_description"])
+            return 200, answer, no_store
         if params.get("grant_type") != "client_credentials":
             return error(400, "invalid_request", "grant_type must be client_credentials")
         client_id, secret = params.get("client_id"), params.get("client_secret")
@@ -524,6 +659,8 @@ CONTROL_METHODS = frozenset(
         "allow",
         "configure",
         "issue_user_token",
+        "issue_user_login",
+        "refresh_token_state",
         "revoke",
         "revoke_all",
         "access_token_identity",

@@ -95,8 +95,11 @@ def write_profile(home: Path, text: str | bytes) -> Path:
     return path
 
 
-def write_user_token(home: Path, profile: str, token: str, expires_at: int, host: str) -> Path:
-    """What ``menda auth login`` leaves in the shared cache for a u2m profile."""
+def write_user_token(
+    home: Path, profile: str, token: str, expires_at: int, host: str, **members: Any
+) -> Path:
+    """What ``menda auth login`` leaves in the shared cache for a u2m profile; ``members``
+    adds to (or replaces) the entry's, e.g. ``refresh_token`` and ``client_id``."""
     folder = home / ".menda" / "tokens" / "cache"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / ".token"
@@ -110,7 +113,23 @@ def write_user_token(home: Path, profile: str, token: str, expires_at: int, host
         "expires_at": expires_at,
         "host": host,
         "auth_type": "u2m",
+        **members,
     }
     path.write_text(json.dumps(data))
     path.chmod(0o600)
     return path
+
+
+def write_user_login(home: Path, profile: str, login: dict[str, Any], host: str) -> Path:
+    """A login from the fake's ``issue_user_login``, written as ``menda auth login`` would."""
+    members = {k: v for k, v in login.items() if k not in ("access_token", "expires_at")}
+    return write_user_token(
+        home, profile, login["access_token"], login["expires_at"], host, **members
+    )
+
+
+def read_cache_entries(home: Path) -> dict[str, Any]:
+    """Every entry of the shared token cache under ``home``."""
+    path = home / ".menda" / "tokens" / "cache" / ".token"
+    entries: dict[str, Any] = json.loads(path.read_text())["tokens"]
+    return entries
