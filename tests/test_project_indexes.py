@@ -77,8 +77,10 @@ def test_named_index_of_the_nearest_pyproject_with_tool_uv(tmp_path: Path) -> No
     found = find_indexes(project / "src" / "pkg", clean_env(tmp_path))
     source = f"{project / 'pyproject.toml'} [[tool.uv.index]]"
     assert found == [
-        IndexRef("menda-private", CA, source, None, "always"),
-        IndexRef("menda-private", UPLOAD, f"{source} publish-url", None, "always"),
+        IndexRef("menda-private", CA, source, None, "always", "uv", "index"),
+        IndexRef(
+            "menda-private", UPLOAD, f"{source} publish-url", None, "always", "uv", "publish-url"
+        ),
     ]
     assert found[0].env_name == "MENDA_PRIVATE"
     assert uv_keyring_provider(project / "src", clean_env(tmp_path)) == "subprocess"
@@ -91,7 +93,9 @@ def test_uv_toml_wins_over_pyproject_in_the_same_folder(tmp_path: Path) -> None:
         f'index-url = "{aws}"\n[pip]\nkeyring-provider = "disabled"\n'
     )
     found = find_indexes(tmp_path, clean_env(tmp_path))
-    assert found == [IndexRef(None, aws, f"{tmp_path / 'uv.toml'} index-url", "aws")]
+    assert found == [
+        IndexRef(None, aws, f"{tmp_path / 'uv.toml'} index-url", "aws", None, "uv", "index-url")
+    ]
     assert uv_keyring_provider(tmp_path, clean_env(tmp_path)) == "disabled"
 
 
@@ -142,9 +146,17 @@ def test_pip_files_sections_and_variables_in_pips_precedence(tmp_path: Path) -> 
     assert pip_keyring_provider(env) == "import"
     env["PIP_INDEX_URL"] = "https://override.example/simple/"
     env["PIP_KEYRING_PROVIDER"] = "subprocess"
-    assert find_indexes(tmp_path, env)[0] == IndexRef(
-        None, "https://override.example/simple/", "PIP_INDEX_URL"
+    override = find_indexes(tmp_path, env)[0]
+    assert override == IndexRef(
+        None,
+        "https://override.example/simple/",
+        "PIP_INDEX_URL",
+        None,
+        None,
+        "pip",
+        "PIP_INDEX_URL",
     )
+    assert override.from_environment and not found[0].from_environment
     assert pip_keyring_provider(env) == "subprocess"
     assert pip_keyring_provider(clean_env(tmp_path)) is None  # os.devnull: no file at all
 

@@ -47,7 +47,10 @@ class IndexRef:
     """One index an installer would use: its uv name (if any), URL and where it was found.
 
     ``username`` is the one in the URL (``aws@``); ``authenticate`` is uv's setting of a
-    ``[[tool.uv.index]]`` (``always``, ``auto``, ``never``), None elsewhere.
+    ``[[tool.uv.index]]`` (``always``, ``auto``, ``never``), None elsewhere. ``tool`` and
+    ``setting`` say what carries it, for a caller that must pass credentials the same way:
+    ``uv`` or ``pip``, and ``index``/``publish-url``/``index-url``/``extra-index-url`` in a
+    file, or the environment variable's name.
     """
 
     name: str | None
@@ -55,6 +58,13 @@ class IndexRef:
     source: str
     username: str | None = None
     authenticate: str | None = None
+    tool: str = "uv"
+    setting: str = ""
+
+    @property
+    def from_environment(self) -> bool:
+        """Set by a variable (its URL is rewritten in place), not by a file."""
+        return self.setting == self.source
 
     @property
     def env_name(self) -> str | None:
@@ -114,7 +124,8 @@ def indexes_from_uv_options(
             url = entry.get(key)
             if isinstance(url, str):
                 where = f"{path} [[{prefix}index]]" + (" publish-url" if key != "url" else "")
-                found.append(IndexRef(name, url, where, url_username(url), auth))
+                setting = "index" if key == "url" else key
+                found.append(IndexRef(name, url, where, url_username(url), auth, "uv", setting))
     for sub in ("", "pip"):
         settings = options.get(sub) if sub else options
         if not isinstance(settings, Mapping):
@@ -125,7 +136,7 @@ def indexes_from_uv_options(
             for url in [values] if isinstance(values, str) else values or []:
                 if isinstance(url, str):
                     where = f"{path} [{section}] {key}" if section else f"{path} {key}"
-                    found.append(IndexRef(None, url, where, url_username(url)))
+                    found.append(IndexRef(None, url, where, url_username(url), None, "uv", key))
     return found
 
 
@@ -137,7 +148,7 @@ def indexes_from_uv_env(env: Mapping[str, str]) -> list[IndexRef]:
             name, url = (
                 split_named(item) if variable in ("UV_INDEX", "UV_DEFAULT_INDEX") else (None, item)
             )
-            found.append(IndexRef(name, url, variable, url_username(url)))
+            found.append(IndexRef(name, url, variable, url_username(url), None, "uv", variable))
     return found
 
 
@@ -195,7 +206,7 @@ def uv_indexes(cwd: Path, env: Mapping[str, str]) -> list[IndexRef]:
             table = "tool.uv" if is_pyproject else ""
             found.extend(indexes_from_uv_options(options, str(path), table))
     if env.get("UV_INDEX_URL", "").strip() or env.get("UV_DEFAULT_INDEX", "").strip():
-        found = [ref for ref in found if ref.source.rpartition(" ")[2] != "index-url"]
+        found = [ref for ref in found if ref.setting != "index-url"]
     return found + indexes_from_uv_env(env)
 
 
@@ -280,8 +291,9 @@ def pip_indexes(env: Mapping[str, str]) -> list[IndexRef]:
     for key in ("index-url", "extra-index-url"):
         if key in settled:
             value, source = settled[key]
+            setting = source if source.startswith("PIP_") else key
             for url in value.split():
-                found.append(IndexRef(None, url, source, url_username(url)))
+                found.append(IndexRef(None, url, source, url_username(url), None, "pip", setting))
     return found
 
 
