@@ -116,3 +116,18 @@ def test_the_short_form_still_installs_the_backend_but_only_keyring(
     assert {p.name for p in bin_dir.iterdir()} == {"keyring"}  # what the README says it lacks
     got = run([bin_dir / "keyring", "get", CA_URL, "aws"], cloud_env).check()
     assert cloud.is_valid_registry_token(got.stdout.strip(), "menda-private")
+
+
+def test_the_ci_form_exposes_menda_keyring_and_menda_credd(
+    wheel: Path, tmp_path: Path, cloud: FakeMendaCloud, cloud_env: dict[str, str]
+) -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "`uv tool install menda-keyring`" in text, "the README's CI form changed"
+    bin_dir = uv_tool_install(["uv", "tool", "install", "menda-keyring"], wheel, tmp_path)
+    assert {p.name for p in bin_dir.iterdir()} == {"menda-keyring", "menda-credd"}
+    shown = run(
+        [bin_dir / "menda-keyring", "exec", "--", "sh", "-c", 'printf %s "$UV_INDEX_URL"'],
+        {**cloud_env, "UV_INDEX_URL": CA_URL},
+    ).check()
+    token = shown.stdout.split("aws:", 1)[1].split("@", 1)[0]
+    assert cloud.is_valid_registry_token(token, "menda-private")
