@@ -214,7 +214,8 @@ def table(result: dict[str, Any]) -> str:
             f"11 uv pip install: keyring provider {ex['uv_keyring_provider']['median_ms']} ms, "
             f"under exec {ex['uv_under_exec']['median_ms']} ms (ratio "
             f"{ex['uv_under_exec_vs_uv_keyring_provider']['ratio']}); exec -- /bin/true adds "
-            f"{ex['exec_adds_ms_median']} ms (min {ex['exec_adds_ms_min']})"
+            f"{ex['exec_adds_ms_median']} ms (min {ex['exec_adds_ms_min']}), "
+            f"{ex['exec_true_vs_python_startup']['ratio']}x python -c pass"
         )
     else:
         lines.append(f"11 exec overhead: {ex}")

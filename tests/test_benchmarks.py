@@ -77,10 +77,11 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     else:
         assert peer["ours_warm_daemon_vs_peer"]["ratio"] > 0
         ex = figures["11_exec_overhead"]
-        for name in ("uv_keyring_provider", "uv_under_exec", "true", "exec_true"):
+        for name in ("uv_keyring_provider", "uv_under_exec", "true", "python_startup", "exec_true"):
             assert ex[name]["median_ms"] > 0, name
         assert ex["uv_under_exec_vs_uv_keyring_provider"]["ratio"] > 0
         assert ex["exec_true"]["median_ms"] > ex["true"]["median_ms"]
+        assert ex["exec_true_vs_python_startup"]["ratio"] > 0
         lat = figures["5_latency_in_process"]
         for which in (
             "keyring_get_password",

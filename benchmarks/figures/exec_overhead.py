@@ -4,7 +4,8 @@ The same ``uv pip install`` (``--reinstall``, no cache: each run downloads from 
 index and authenticates) two ways, interleaved: uv asking ``keyring`` (subprocess provider)
 and ``menda-keyring exec -- uv ...`` with no keyring on PATH. Then exec on its own:
 ``menda-keyring exec -- /bin/true`` against ``/bin/true``, the overhead it adds to any
-command (its start-up plus one token from the daemon).
+command (its start-up plus one token from the daemon), and against ``python -c pass``:
+how much of that is the interpreter's own start-up.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def measure(bench: Bench) -> None:
         "uv_keyring_provider": (install("keyring"), via_keyring),
         "uv_under_exec": ([mk, "exec", "--", *install("exec")], via_exec),
         "true": (["/bin/true"], via_exec),
+        "python_startup": ([str(PY), "-c", "pass"], via_exec),
         "exec_true": ([mk, "exec", "--", "/bin/true"], via_exec),
     }
     for cmd, env in commands.values():  # warm-up: .pyc files, the daemon's token
@@ -85,4 +87,7 @@ def measure(bench: Bench) -> None:
     added = [a - b for a, b in zip(samples["exec_true"], samples["true"], strict=True)]
     fig["exec_adds_ms_median"] = round(statistics.median(added) * 1000, 3)
     fig["exec_adds_ms_min"] = round(min(added) * 1000, 3)
+    fig["exec_true_vs_python_startup"] = ratio_stats(
+        samples["exec_true"], samples["python_startup"], cpu["exec_true"], cpu["python_startup"]
+    )
     bench.figures["11_exec_overhead"] = fig

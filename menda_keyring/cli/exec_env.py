@@ -19,10 +19,10 @@ variables add to the file's list rather than replace it) has no carrier: an
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import IndexCredentialsError, NotCodeArtifactError
+from ..records import Record
 from ..urls import CODEARTIFACT_USERNAME, RegistryTarget, parse_codeartifact_service
 from .project_indexes import LIST_VARIABLES, IndexRef, split_named, url_username, uv_env_name
 
@@ -36,13 +36,16 @@ _FILE_VARIABLES = {
 _NAMED_VARIABLES = ("UV_INDEX", "UV_DEFAULT_INDEX")
 
 
-@dataclass(frozen=True)
-class Need:
-    """A CodeArtifact index and the domain whose token it needs."""
+class Need(Record):
+    """A CodeArtifact index, the domain whose token it needs, and what would carry it."""
 
+    __slots__ = ("carrier", "ref", "target")
     ref: IndexRef
     target: RegistryTarget
     carrier: Carrier | None
+
+    def __init__(self, ref: IndexRef, target: RegistryTarget, carrier: Carrier | None) -> None:
+        self._set(ref=ref, target=target, carrier=carrier)
 
 
 def cli_indexes(values: Sequence[str]) -> list[IndexRef]:
