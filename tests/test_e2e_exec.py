@@ -20,31 +20,17 @@ from tests.fakes.world import FakeWorld
 from tests.support.env import BIN, CA_URL, short_tmpdir
 from tests.support.installers import PIP, UV, Sandbox, import_greeting, installer_env, make_venv
 from tests.support.procs import Run, run
+from tests.test_e2e_installers import PROJECT_INDEX_URL
+from tests.test_e2e_installers import PYPROJECT as INSTALLERS_PYPROJECT
 
 pytestmark = pytest.mark.e2e
 
 MENDA_KEYRING = str(BIN / "menda-keyring")
-PROJECT_INDEX_URL = CA_URL.replace("https://aws@", "https://")
 NO_KEYRING_PATH = "/usr/bin:/bin"
 
-PYPROJECT = f"""\
-[project]
-name = "demo-app"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["menda-hello"]
-
-[tool.uv]
-package = false
-
-[[tool.uv.index]]
-name = "menda-private"
-url = "{PROJECT_INDEX_URL}"
-authenticate = "always"
-
-[tool.uv.sources]
-menda-hello = {{ index = "menda-private" }}
-"""
+#: The e2e installers' project, minus the keyring provider: nothing here may ask a keyring.
+PYPROJECT = INSTALLERS_PYPROJECT.replace('keyring-provider = "subprocess"\n', "")
+assert "keyring-provider" not in PYPROJECT, "the installers' project changed"
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,7 @@ def measure(bench: Bench) -> None:
     (keyring_bin / "keyring").symlink_to(BIN / "keyring")
     no_keyring_bin = bench.tmp / "exec-empty-bin"
     no_keyring_bin.mkdir(exist_ok=True)
-    base = {
-        "HTTPS_PROXY": bench.info["proxy_url"],
-        "HTTP_PROXY": bench.info["proxy_url"],
-        "SSL_CERT_FILE": bench.info["ca_pem"],
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_CACHE": "1",
-        "UV_NO_CONFIG": "1",
-        "UV_NO_PROGRESS": "1",
-        "UV_INDEX_URL": bench.info["index_url"],
-    }
+    base = {**bench.uv_env(), "UV_INDEX_URL": bench.info["index_url"]}
     via_keyring = {**bench.env(bench.home, keyring_bin), **base}
     via_keyring["UV_KEYRING_PROVIDER"] = "subprocess"
     via_exec = {**bench.env(bench.home, no_keyring_bin), **base}
