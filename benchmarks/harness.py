@@ -289,6 +289,18 @@ class Bench:
             "MENDA_CREDD_SOCKET": str(self.sock),
         }
 
+    def uv_env(self) -> dict[str, str]:
+        """What uv needs to reach the fake index (proxy, CA) and nothing of this machine."""
+        return {
+            "HTTPS_PROXY": self.info["proxy_url"],
+            "HTTP_PROXY": self.info["proxy_url"],
+            "SSL_CERT_FILE": self.info["ca_pem"],
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_CACHE": "1",
+            "UV_NO_CONFIG": "1",
+            "UV_NO_PROGRESS": "1",
+        }
+
     def aws_calls(self) -> int:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(self.aws.info["url"] + "/_calls", timeout=5) as resp:

@@ -86,6 +86,16 @@ def targets(f: dict[str, Any]) -> list[dict[str, Any]]:
         "<= 0.5",
         None if peer is None else peer <= 0.5,
     )
+    ex = _get(f, "11_exec_overhead")
+    if isinstance(ex, dict):
+        adds = ex["exec_adds_ms_median"]
+        add("11 exec adds to a command (ms)", adds, "<= 50", adds <= 50)
+        add(
+            "11 uv under exec vs uv + keyring provider",
+            ex["uv_under_exec_vs_uv_keyring_provider"]["ratio"],
+            "reported",
+            None,
+        )
     return rows
 
 
@@ -198,6 +208,17 @@ def table(result: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"8 uv {mode}: {u}")
+    ex = f.get("11_exec_overhead")
+    if isinstance(ex, dict):
+        lines.append(
+            f"11 uv pip install: keyring provider {ex['uv_keyring_provider']['median_ms']} ms, "
+            f"under exec {ex['uv_under_exec']['median_ms']} ms (ratio "
+            f"{ex['uv_under_exec_vs_uv_keyring_provider']['ratio']}); exec -- /bin/true adds "
+            f"{ex['exec_adds_ms_median']} ms (min {ex['exec_adds_ms_min']}), "
+            f"{ex['exec_true_vs_python_startup']['ratio']}x python -c pass"
+        )
+    else:
+        lines.append(f"11 exec overhead: {ex}")
     sim = f.get("9_simulated_day")
     if isinstance(sim, dict):
         for name in ("12h", "1h", "12h_outage", "1h_outage", "12h_outage_one_try_per_refresh"):

@@ -78,6 +78,19 @@ class InvalidHostError(ConfigError):
     kind = "invalid_host"
 
 
+class NotCodeArtifactError(ConfigError):
+    """A URL given to ``menda-keyring token``/``exec --index`` is not a CodeArtifact registry."""
+
+    kind = "not_codeartifact"
+
+
+class IndexCredentialsError(ConfigError):
+    """``menda-keyring exec`` cannot hand an index its credentials (no token, or no variable
+    that would carry them); raised before the command runs."""
+
+    kind = "index_credentials"
+
+
 class NoCachedLoginError(MendaError):
     """A u2m profile has no usable token from ``menda auth login``."""
 

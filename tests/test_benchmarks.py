@@ -33,7 +33,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     steps = result["step_seconds"]
-    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday"}
+    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday", "exec"}
     assert sum(steps.values()) < QUICK_BOUND_S, steps
     assert result["mode"] == "quick"
     assert len(result["loadavg_start"]) == 3
@@ -72,9 +72,16 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
             assert figures[name] == SKIP
         assert figures["7_cold_herd"]["with_daemon"] == SKIP
         assert figures["8_parallel_uv_installs"]["with_daemon"] == SKIP
+        assert figures["11_exec_overhead"] == SKIP
         assert peer["ours_warm_daemon_vs_peer"] == SKIP
     else:
         assert peer["ours_warm_daemon_vs_peer"]["ratio"] > 0
+        ex = figures["11_exec_overhead"]
+        for name in ("uv_keyring_provider", "uv_under_exec", "true", "python_startup", "exec_true"):
+            assert ex[name]["median_ms"] > 0, name
+        assert ex["uv_under_exec_vs_uv_keyring_provider"]["ratio"] > 0
+        assert ex["exec_true"]["median_ms"] > ex["true"]["median_ms"]
+        assert ex["exec_true_vs_python_startup"]["ratio"] > 0
         lat = figures["5_latency_in_process"]
         for which in (
             "keyring_get_password",

@@ -118,7 +118,7 @@ def test_project_checks_name_the_index_that_uv_will_not_authenticate() -> None:
 def test_keyring_providers(uv: str | None, pip: str | None, failed: list[str]) -> None:
     indexes = [
         IndexRef("a", CA.replace("https://", "https://aws@"), "s", "aws"),
-        IndexRef(None, CA, "PIP_INDEX_URL", installer="pip"),
+        IndexRef(None, CA, "PIP_INDEX_URL", tool="pip"),
     ]
     checks = dc.project_checks(indexes, uv, pip, Path("/p"))
     assert [c.name for c in checks if c.ok is False] == failed

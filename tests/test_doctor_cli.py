@@ -260,3 +260,9 @@ def test_no_secret_or_token_ever_shows(setup: Setup) -> None:
     assert json.loads(healthy.run.stdout)["ok"] is True
     shown = healthy.named("uv index https://aws:***@")
     assert shown and "password in its URL" in shown[0]["found"], healthy.describe()
+
+
+def test_a_project_file_uv_cannot_read_fails_the_indexes_link(setup: Setup) -> None:
+    (setup.project / "pyproject.toml").write_text("[tool.uv\nindex = 1\n")
+    check = setup.doctor().only_failure("indexes")
+    assert "pyproject.toml" in check["found"] and "not valid TOML" in check["found"]

@@ -30,18 +30,7 @@ def measure(bench: Bench) -> None:
             box = bench.tmp / f"uv-{mode}-{trial}"
             home = bench.mkhome(f"uv-{mode}-{trial}/home")
             env = bench.env(home, keyring_bin, client=client, secret=secret)
-            env.update(
-                {
-                    "HTTPS_PROXY": bench.info["proxy_url"],
-                    "HTTP_PROXY": bench.info["proxy_url"],
-                    "SSL_CERT_FILE": bench.info["ca_pem"],
-                    "UV_PYTHON_DOWNLOADS": "never",
-                    "UV_NO_CACHE": "1",
-                    "UV_NO_CONFIG": "1",
-                    "UV_NO_PROGRESS": "1",
-                    "TMPDIR": str(box),
-                }
-            )
+            env.update(bench.uv_env(), TMPDIR=str(box))
             if mode == "without_daemon":
                 env["MENDA_CREDD"] = "off"
             venvs = [box / f"venv{i}" for i in range(n)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..errors import redacted_text
+from ..errors import ConfigError, redacted_text
 from ..identity import ENV_CLIENT_SECRET, home_from_env
 from ..urls import RegistryTarget, parse_codeartifact_service
 from . import doctor_checks as checks
@@ -109,13 +109,15 @@ def diagnose(env: Mapping[str, str], cwd: Path, url: str | None, timeout: float)
     add(checks.keyring_checks(probes.probe_keyring(env)))
 
     # 2. the project's installer configuration
-    indexes = find_indexes(cwd, env)
-    report.secrets.update(s for s in (_url_secret(i.url) for i in indexes) if s)
-    add(
-        checks.project_checks(
-            indexes, uv_keyring_provider(cwd, env), pip_keyring_provider(env), cwd
-        )
-    )
+    try:
+        indexes = find_indexes(cwd, env)
+        providers = uv_keyring_provider(cwd, env), pip_keyring_provider(env)
+    except ConfigError as exc:  # a file uv or pip would refuse too
+        indexes = []
+        add([Check("indexes", False, str(exc), "fix that file, or run doctor elsewhere")])
+    else:
+        report.secrets.update(s for s in (_url_secret(i.url) for i in indexes) if s)
+        add(checks.project_checks(indexes, *providers, cwd))
     services: list[str] = []
     if url is not None:
         if parse_codeartifact_service(url) is None:

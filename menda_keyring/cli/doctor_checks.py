@@ -196,8 +196,8 @@ def project_checks(
 ) -> list[Check]:
     """Which indexes are ours, and whether uv and pip will call keyring for them."""
     ours = [i for i in indexes if is_codeartifact(i)]
-    uv_ours = [i for i in ours if i.installer == "uv"]
-    pip_ours = [i for i in ours if i.installer == "pip"]
+    uv_ours = [i for i in ours if i.tool == "uv"]
+    pip_ours = [i for i in ours if i.tool == "pip"]
     others = len(indexes) - len(ours)
     if not ours:
         found = f"no CodeArtifact index in the uv or pip configuration seen from {cwd}"

@@ -1,275 +1,371 @@
-"""Which package indexes uv and pip will use here, as their configuration says.
+"""Which package indexes uv and pip would use here: uv's and pip's configuration, read as they do.
 
-Read the way the tools read it (uv's and pip's documentation and sources): uv takes the
-nearest ``uv.toml``, or ``pyproject.toml`` with a ``[tool.uv]`` table, from the current
-folder upwards (``uv.toml`` wins in the same folder), then the user's and the system's
-``uv.toml``, then its environment variables; pip reads ``pip.conf`` files (global, user,
-site, ``PIP_CONFIG_FILE``; ``os.devnull`` there means none) and ``PIP_*`` variables.
-Only index URLs, user names and the keyring provider are read: nothing here decides
-whether they are right (``doctor_checks`` does) and nothing touches the network.
+``menda-keyring exec`` gives each CodeArtifact index among them a token, and ``doctor``
+reports on them. Parsing and precedence are plain functions over text and mappings; the
+only I/O is :func:`_read_text` (and the ``is_file`` probes of uv's upward search).
+
+What is read, following uv 0.13 and pip 26:
+
+* uv: the nearest folder from ``cwd`` upwards with a ``uv.toml`` (preferred) or a
+  ``pyproject.toml`` that has a ``[tool.uv]`` table; then the user's
+  ``$XDG_CONFIG_HOME/uv/uv.toml`` (``~/.config/uv/uv.toml``) and the system's
+  ``uv/uv.toml`` in ``$XDG_CONFIG_DIRS`` (``/etc/uv/uv.toml``). ``UV_CONFIG_FILE``
+  replaces all of them, ``UV_NO_CONFIG`` reads none. From each: ``[[index]]`` (or
+  ``[[tool.uv.index]]``), ``index-url``/``extra-index-url`` at the top and under ``[pip]``,
+  and ``keyring-provider``. Then ``UV_DEFAULT_INDEX``, ``UV_INDEX`` (``[NAME=]URL`` each),
+  ``UV_INDEX_URL`` and ``UV_EXTRA_INDEX_URL``.
+* pip: the files pip loads (``PIP_CONFIG_FILE`` set to ``os.devnull`` loads none),
+  sections ``[global]`` then ``[install]``, keys ``index-url``/``extra-index-url``/
+  ``keyring-provider``; a ``PIP_*`` variable overrides every file, as in pip.
 """
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
-import re
 import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-#: Config files larger than this are not read (a project file is a few kB).
-MAX_CONFIG = 1 << 20
+from ..errors import ConfigError
+from ..fileutil import read_regular_file
+from ..records import Record
+
+#: Sources of URLs held in environment variables, in the order uv and pip read them.
+UV_URL_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL")
+PIP_URL_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+#: Variables whose value is a whitespace-separated list of URLs (the others hold one).
+LIST_VARIABLES = frozenset({"UV_INDEX", "UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"})
+_FALSE = ("", "0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class IndexRef:
-    """One index an installer will use. ``source`` says where it was found, for messages."""
+class IndexRef(Record):
+    """One index an installer would use: its uv name (if any), URL and where it was found.
 
+    ``username`` is the one in the URL (``aws@``); ``authenticate`` is uv's setting of a
+    ``[[tool.uv.index]]`` (``always``, ``auto``, ``never``), None elsewhere. ``tool`` and
+    ``setting`` say what carries it, for a caller that must pass credentials the same way:
+    ``uv`` or ``pip``, and ``index``/``publish-url``/``index-url``/``extra-index-url`` in a
+    file, or the environment variable's name. ``repr`` leaves the URL out (it may hold a
+    password). A :class:`Record`, not a dataclass: ``dataclasses`` costs ``exec`` 15 ms.
+    """
+
+    __slots__ = ("authenticate", "name", "setting", "source", "tool", "url", "username")
+    _hidden = ("url",)
     name: str | None
     url: str
     source: str
-    #: The user name uv or pip will pass to keyring: from the URL, or ``UV_INDEX_<NAME>_USERNAME``.
-    username: str | None = None
-    #: uv's ``authenticate`` setting for a named index ("always", "auto", "never").
-    authenticate: str | None = None
-    #: "uv" or "pip": the installer whose configuration names it.
-    installer: str = "uv"
+    username: str | None
+    authenticate: str | None
+    tool: str
+    setting: str
+
+    def __init__(
+        self,
+        name: str | None,
+        url: str,
+        source: str,
+        username: str | None = None,
+        authenticate: str | None = None,
+        tool: str = "uv",
+        setting: str = "",
+    ) -> None:
+        self._set(
+            name=name,
+            url=url,
+            source=source,
+            username=username,
+            authenticate=authenticate,
+            tool=tool,
+            setting=setting,
+        )
+
+    @property
+    def from_environment(self) -> bool:
+        """Set by a variable (its URL is rewritten in place), not by a file."""
+        return self.setting == self.source
+
+    @property
+    def env_name(self) -> str | None:
+        """The ``<NAME>`` of ``UV_INDEX_<NAME>_PASSWORD`` for a named index."""
+        return uv_env_name(self.name) if self.name else None
 
 
-def env_name(name: str) -> str:
-    """An index name as uv spells it in variables: upper case, other characters as ``_``."""
-    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+def uv_env_name(name: str) -> str:
+    """uv's ``IndexName::to_env_var``: ASCII letters and digits upper-cased, all else ``_``."""
+    return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in name)
 
 
-def _url_username(url: str) -> str | None:
-    try:
-        user = urlsplit(url).username
-    except ValueError:
-        return None
-    return user or None
-
-
-# -- TOML and INI files -----------------------------------------------------------------------
-
-
-def _toml_loads(text: str) -> dict[str, Any]:
-    """``tomllib`` (Python 3.11+) or its backport ``tomli``, the same parser."""
-    module = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
-    data = module.loads(text)
-    return data if isinstance(data, dict) else {}
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_CONFIG:
-            return None
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _read_toml(path: Path) -> dict[str, Any] | None:
-    text = _read_text(path)
-    if text is None:
-        return None
-    try:
-        return _toml_loads(text)
-    except ValueError:  # tomllib.TOMLDecodeError is a ValueError
-        return None
-
-
-@dataclass(frozen=True)
-class UvConfig:
-    """One uv configuration file: its settings table and how messages name that table."""
-
-    path: Path
-    settings: dict[str, Any]
-    table: str  # "[tool.uv]" in pyproject.toml, "" in uv.toml
-
-
-def _project_config(cwd: Path) -> UvConfig | None:
-    for folder in (cwd, *cwd.parents):
-        uv_toml = _read_toml(folder / "uv.toml")
-        if uv_toml is not None:
-            return UvConfig(folder / "uv.toml", uv_toml, "")
-        pyproject = _read_toml(folder / "pyproject.toml")
-        tool = pyproject.get("tool") if pyproject is not None else None
-        if isinstance(tool, dict) and isinstance(tool.get("uv"), dict):
-            return UvConfig(folder / "pyproject.toml", tool["uv"], "[tool.uv]")
-    return None
-
-
-def _config_home(env: Mapping[str, str]) -> Path:
-    xdg = env.get("XDG_CONFIG_HOME")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg)
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".config"
-
-
-def _user_and_system_configs(env: Mapping[str, str]) -> Iterator[UvConfig]:
-    user = _config_home(env) / "uv" / "uv.toml"
-    system_dirs = [d for d in env.get("XDG_CONFIG_DIRS", "").split(os.pathsep) if d]
-    system = [Path(d) / "uv" / "uv.toml" for d in system_dirs] + [Path("/etc/uv/uv.toml")]
-    settings = _read_toml(user)
-    if settings is not None:
-        yield UvConfig(user, settings, "")
-    for path in system:  # only the first system file found is used
-        settings = _read_toml(path)
-        if settings is not None:
-            yield UvConfig(path, settings, "")
-            break
-
-
-def uv_configs(cwd: Path, env: Mapping[str, str]) -> list[UvConfig]:
-    """uv's configuration files, most important first (project, user, system)."""
-    if env.get("UV_NO_CONFIG", "").strip().lower() in ("1", "true", "yes", "on"):
-        return []
-    explicit = env.get("UV_CONFIG_FILE")
-    if explicit:
-        settings = _read_toml(Path(explicit))
-        return [] if settings is None else [UvConfig(Path(explicit), settings, "")]
-    project = _project_config(cwd)
-    return ([project] if project is not None else []) + list(_user_and_system_configs(env))
-
-
-def _split(value: str) -> list[str]:
-    return value.split()
-
-
-def _named(value: str) -> tuple[str | None, str]:
-    """``name=url`` or ``url``, as ``UV_INDEX`` and ``--index`` take them."""
+def split_named(value: str) -> tuple[str | None, str]:
+    """``NAME=URL`` as uv's ``--index`` reads it (a name before ``=``, none when the part
+    before it contains ``/`` or ``:``, as in a query string); plain ``URL`` has no name."""
     name, sep, url = value.partition("=")
-    if sep and "://" not in name and name:
+    if sep and name and not any(c in name for c in "/:") and "://" in url:
         return name, url
     return None, value
 
 
-def _uv_indexes(cwd: Path, env: Mapping[str, str]) -> Iterator[IndexRef]:
-    for config in uv_configs(cwd, env):
-        where = f"{config.path} {config.table}".rstrip()
-        array = "[[tool.uv.index]]" if config.table else "[[index]]"
-        entries = config.settings.get("index")
-        for entry in entries if isinstance(entries, list) else []:
-            if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-                continue
-            name = entry.get("name") if isinstance(entry.get("name"), str) else None
-            authenticate = entry.get("authenticate")
-            yield _uv_ref(
-                name,
-                entry["url"],
-                f"{config.path} {array}",
-                env,
-                authenticate if isinstance(authenticate, str) else None,
-            )
+def url_username(url: str) -> str | None:
+    """The user name in ``url``'s authority, if any."""
+    try:
+        return urlsplit(url).username or None
+    except ValueError:
+        return None
+
+
+# --- uv -----------------------------------------------------------------------------------
+
+
+def uv_options(document: Mapping[str, Any], is_pyproject: bool) -> Mapping[str, Any] | None:
+    """The uv settings table of a parsed file: ``[tool.uv]`` of a pyproject, else the top."""
+    if not is_pyproject:
+        return document
+    tool = document.get("tool")
+    uv = tool.get("uv") if isinstance(tool, Mapping) else None
+    return uv if isinstance(uv, Mapping) else None
+
+
+def indexes_from_uv_options(
+    options: Mapping[str, Any], path: str, table: str = ""
+) -> list[IndexRef]:
+    """Every index one uv settings table declares: ``table`` is ``tool.uv`` in a
+    pyproject, empty in a ``uv.toml`` (sources read ``pyproject.toml [[tool.uv.index]]``)."""
+    prefix = f"{table}." if table else ""
+    found: list[IndexRef] = []
+    entries = options.get("index")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("url"), str):
+            continue
+        name = entry.get("name") if isinstance(entry.get("name"), str) else None
+        auth = entry.get("authenticate")
+        auth = auth if isinstance(auth, str) else None
+        for key in ("url", "publish-url"):
+            url = entry.get(key)
+            if isinstance(url, str):
+                where = f"{path} [[{prefix}index]]" + (" publish-url" if key != "url" else "")
+                setting = "index" if key == "url" else key
+                found.append(IndexRef(name, url, where, url_username(url), auth, "uv", setting))
+    for sub in ("", "pip"):
+        settings = options.get(sub) if sub else options
+        if not isinstance(settings, Mapping):
+            continue
+        section = ".".join(part for part in (table, sub) if part)
         for key in ("index-url", "extra-index-url"):
-            value = config.settings.get(key)
-            for url in [value] if isinstance(value, str) else value or []:
+            values = settings.get(key)
+            for url in [values] if isinstance(values, str) else values or []:
                 if isinstance(url, str):
-                    yield _uv_ref(None, url, f"{where} {key}", env)
-    for variable in ("UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL"):
-        for item in _split(env.get(variable, "")):
-            named = variable in ("UV_INDEX", "UV_DEFAULT_INDEX")
-            name, url = _named(item) if named else (None, item)
-            yield _uv_ref(name, url, variable, env)
+                    where = f"{path} [{section}] {key}" if section else f"{path} {key}"
+                    found.append(IndexRef(None, url, where, url_username(url), None, "uv", key))
+    return found
 
 
-def _uv_ref(
-    name: str | None,
-    url: str,
-    source: str,
-    env: Mapping[str, str],
-    authenticate: str | None = None,
-) -> IndexRef:
-    username = _url_username(url)
-    if username is None and name is not None:
-        username = env.get(f"UV_INDEX_{env_name(name)}_USERNAME") or None
-    return IndexRef(name, url, source, username, authenticate, "uv")
+def indexes_from_uv_env(env: Mapping[str, str]) -> list[IndexRef]:
+    """The indexes uv's environment variables name (``UV_INDEX`` entries may be ``NAME=URL``)."""
+    found: list[IndexRef] = []
+    for variable in UV_URL_VARIABLES:
+        for item in env_urls(env, variable):
+            name, url = (
+                split_named(item) if variable in ("UV_INDEX", "UV_DEFAULT_INDEX") else (None, item)
+            )
+            found.append(IndexRef(name, url, variable, url_username(url), None, "uv", variable))
+    return found
 
 
-# -- pip ------------------------------------------------------------------------------------
-
-
-def pip_config_files(env: Mapping[str, str]) -> list[Path]:
-    """pip's configuration files in its override order (later ones win)."""
-    explicit = env.get("PIP_CONFIG_FILE")
-    if explicit == os.devnull:
+def env_urls(env: Mapping[str, str], variable: str) -> list[str]:
+    """The URLs one variable holds: split on whitespace for list variables."""
+    value = env.get(variable, "").strip()
+    if not value:
         return []
-    home = Path(env.get("HOME") or os.path.expanduser("~"))
-    system_dirs = [d for d in env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep) if d]
-    files = [Path(d) / "pip" / "pip.conf" for d in system_dirs] + [Path("/etc/pip.conf")]
-    if not (explicit and os.path.exists(explicit)):
-        user_dir = (
-            home / "Library" / "Application Support" / "pip"
-            if sys.platform == "darwin"
-            else _config_home(env) / "pip"
-        )
-        files += [home / ".pip" / "pip.conf", user_dir / "pip.conf"]
-    if env.get("VIRTUAL_ENV"):
-        files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
+    return value.split() if variable in LIST_VARIABLES else [value]
+
+
+def uv_config_files(cwd: Path, env: Mapping[str, str]) -> list[tuple[Path, bool]]:
+    """(path, is_pyproject) of each uv file that applies, most specific first."""
+    if env.get("UV_NO_CONFIG", "").strip().lower() not in _FALSE:
+        return []
+    explicit = env.get("UV_CONFIG_FILE")
     if explicit:
-        files.append(Path(explicit))
+        return [(Path(explicit), False)]
+    files: list[tuple[Path, bool]] = []
+    project = _nearest_uv_project_file(cwd)
+    if project is not None:
+        files.append(project)
+    files.extend((path, False) for path in _user_and_system_uv_files(env))
     return files
 
 
-def _pip_settings(env: Mapping[str, str]) -> Iterator[tuple[Path, str, str, str]]:
-    """(file, section, key, value) of every pip setting, in override order."""
-    for path in pip_config_files(env):
-        text = _read_text(path)
-        if text is None:
-            continue
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read_string(text, source=str(path))
-        except configparser.Error:
-            continue
-        for section in ("global", "install"):
-            if parser.has_section(section):
-                for key, value in parser.items(section):
-                    yield path, section, key.replace("_", "-").lower(), value
-
-
-def _pip_indexes(env: Mapping[str, str]) -> Iterator[IndexRef]:
-    for path, section, key, value in _pip_settings(env):
-        if key in ("index-url", "extra-index-url"):
-            for url in _split(value):
-                where = f"{path} [{section}] {key}"
-                yield IndexRef(None, url, where, _url_username(url), None, "pip")
-    for variable in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
-        for url in _split(env.get(variable, "")):
-            yield IndexRef(None, url, variable, _url_username(url), None, "pip")
-
-
-# -- the API ----------------------------------------------------------------------------------
-
-
-def find_indexes(cwd: Path, env: Mapping[str, str]) -> list[IndexRef]:
-    """Every index uv's and pip's configuration names here (duplicates kept: each source)."""
-    return [*_uv_indexes(cwd, env), *_pip_indexes(env)]
-
-
-def uv_keyring_provider(cwd: Path, env: Mapping[str, str]) -> str | None:
-    """uv's ``keyring-provider`` (``UV_KEYRING_PROVIDER``, else the first file setting it)."""
-    if env.get("UV_KEYRING_PROVIDER"):
-        return env["UV_KEYRING_PROVIDER"].strip()
-    for config in uv_configs(cwd, env):
-        value = config.settings.get("keyring-provider")
-        if isinstance(value, str):
-            return value
+def _nearest_uv_project_file(cwd: Path) -> tuple[Path, bool] | None:
+    for folder in (cwd, *cwd.parents):
+        uv_toml = folder / "uv.toml"
+        if uv_toml.is_file():
+            return uv_toml, False
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and uv_options(_load_toml(pyproject), True) is not None:
+            return pyproject, True
     return None
 
 
+def _user_and_system_uv_files(env: Mapping[str, str]) -> list[Path]:
+    home = env.get("HOME") or os.path.expanduser("~")
+    user_root = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files = [Path(user_root, "uv", "uv.toml")]
+    system_roots = [p for p in env.get("XDG_CONFIG_DIRS", "").split(":") if p] or ["/etc/xdg"]
+    system = [Path(root, "uv", "uv.toml") for root in system_roots] + [Path("/etc/uv/uv.toml")]
+    first_system = next((path for path in system if path.is_file()), None)
+    return [path for path in (*files, first_system) if path is not None and path.is_file()]
+
+
+def uv_indexes(cwd: Path, env: Mapping[str, str]) -> list[IndexRef]:
+    """Every index of uv's files and variables that uv would still use (env overrides files'
+    ``index-url``, as a command-line option would)."""
+    found: list[IndexRef] = []
+    for path, is_pyproject in uv_config_files(cwd, env):
+        options = uv_options(_load_toml(path), is_pyproject)
+        if options is not None:
+            table = "tool.uv" if is_pyproject else ""
+            found.extend(indexes_from_uv_options(options, str(path), table))
+    if env.get("UV_INDEX_URL", "").strip() or env.get("UV_DEFAULT_INDEX", "").strip():
+        found = [ref for ref in found if ref.setting != "index-url"]
+    return [with_env_username(ref, env) for ref in found + indexes_from_uv_env(env)]
+
+
+def with_env_username(ref: IndexRef, env: Mapping[str, str]) -> IndexRef:
+    """A named index without a user name in its URL takes ``UV_INDEX_<NAME>_USERNAME``, as
+    uv does when it asks keyring."""
+    if ref.username is not None or ref.env_name is None:
+        return ref
+    username = env.get(f"UV_INDEX_{ref.env_name}_USERNAME") or None
+    if username is None:
+        return ref
+    return IndexRef(
+        ref.name, ref.url, ref.source, username, ref.authenticate, ref.tool, ref.setting
+    )
+
+
+def uv_keyring_provider(cwd: Path, env: Mapping[str, str]) -> str | None:
+    """``keyring-provider`` as uv would take it: ``UV_KEYRING_PROVIDER``, else the files'."""
+    value = env.get("UV_KEYRING_PROVIDER", "").strip()
+    if value:
+        return value
+    for path, is_pyproject in uv_config_files(cwd, env):
+        options = uv_options(_load_toml(path), is_pyproject)
+        if options is None:
+            continue
+        pip = options.get("pip")
+        for table in (options, pip if isinstance(pip, Mapping) else {}):
+            provider = table.get("keyring-provider")
+            if isinstance(provider, str):
+                return provider
+    return None
+
+
+# --- pip ----------------------------------------------------------------------------------
+
+
+def pip_config_files(env: Mapping[str, str]) -> list[Path]:
+    """The files pip loads, lowest precedence first (pip's ``iter_config_files`` order)."""
+    explicit = env.get("PIP_CONFIG_FILE")
+    if explicit == os.devnull:
+        return []
+    home = env.get("HOME") or os.path.expanduser("~")
+    system_roots = [p for p in env.get("XDG_CONFIG_DIRS", "").split(":") if p] or ["/etc/xdg"]
+    files = [Path(root, "pip", "pip.conf") for root in system_roots] + [Path("/etc/pip.conf")]
+    if not (explicit and os.path.exists(explicit)):
+        if sys.platform == "darwin":  # pip's user folder there (platformdirs)
+            user_dir = Path(home, "Library", "Application Support", "pip")
+        else:
+            user_dir = Path(env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "pip")
+        files += [Path(home, ".pip", "pip.conf"), user_dir / "pip.conf"]
+    if env.get("VIRTUAL_ENV"):
+        files.append(Path(env["VIRTUAL_ENV"], "pip.conf"))
+    if explicit:
+        files.append(Path(explicit))
+    return [path for path in files if path.is_file()]
+
+
+def pip_settings(
+    files: Iterable[tuple[str, str]], env: Mapping[str, str]
+) -> dict[str, tuple[str, str]]:
+    """key -> (value, source) for the keys we care about, after pip's precedence.
+
+    ``files`` is (label, text) lowest precedence first; in each, ``[install]`` beats
+    ``[global]``; ``PIP_<KEY>`` beats every file.
+    """
+    import configparser  # only when there is a pip file to read
+
+    class PipConfigParser(configparser.RawConfigParser):
+        """Key names as pip normalises them: ``index_url`` and ``INDEX-URL`` are ``index-url``."""
+
+        def optionxform(self, optionstr: str) -> str:
+            return optionstr.lower().replace("_", "-")
+
+    keys = ("index-url", "extra-index-url", "keyring-provider")
+    settled: dict[str, tuple[str, str]] = {}
+    for label, text in files:
+        parser = PipConfigParser(interpolation=None)
+        try:
+            parser.read_string(text, source=label)
+        except configparser.Error as exc:
+            raise ConfigError(
+                f"pip configuration {label} is not valid INI: {exc}".splitlines()[0]
+            ) from exc
+        for section in ("global", "install"):
+            for key in keys:
+                if parser.has_option(section, key):
+                    settled[key] = (parser.get(section, key), f"{label} [{section}] {key}")
+    for key in keys:
+        variable = "PIP_" + key.upper().replace("-", "_")
+        if env.get(variable, "").strip():
+            settled[key] = (env[variable], variable)
+    return settled
+
+
+def pip_indexes(env: Mapping[str, str]) -> list[IndexRef]:
+    """The index URLs pip would use here, each with the file or variable that set it."""
+    settled = _pip_settled(env)
+    found: list[IndexRef] = []
+    for key in ("index-url", "extra-index-url"):
+        if key in settled:
+            value, source = settled[key]
+            setting = source if source.startswith("PIP_") else key
+            for url in value.split():
+                found.append(IndexRef(None, url, source, url_username(url), None, "pip", setting))
+    return found
+
+
 def pip_keyring_provider(env: Mapping[str, str]) -> str | None:
-    """pip's ``keyring-provider`` (``PIP_KEYRING_PROVIDER``, else the files; pip's default
-    when None is ``auto``). ``[install]`` overrides ``[global]``, later files earlier ones."""
-    if env.get("PIP_KEYRING_PROVIDER"):
-        return env["PIP_KEYRING_PROVIDER"].strip()
-    found: dict[str, str] = {}
-    for _path, section, key, value in _pip_settings(env):
-        if key == "keyring-provider":
-            found[section] = value.strip()
-    return found.get("install") or found.get("global")
+    """pip's ``keyring-provider``: ``PIP_KEYRING_PROVIDER``, else the files pip loads."""
+    settled = _pip_settled(env).get("keyring-provider")
+    return settled[0].strip() if settled else None
+
+
+def _pip_settled(env: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    return pip_settings(((str(p), _read_text(p)) for p in pip_config_files(env)), env)
+
+
+# --- both ---------------------------------------------------------------------------------
+
+
+def find_indexes(cwd: Path, env: Mapping[str, str]) -> list[IndexRef]:
+    """Every index uv or pip would use from ``cwd`` with ``env``: uv's first, then pip's."""
+    return uv_indexes(cwd, env) + pip_indexes(env)
+
+
+def _load_toml(path: Path) -> Mapping[str, Any]:
+    text = _read_text(path)
+    # tomllib is the standard library's from 3.11; tomli is the same code for 3.10.
+    toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    try:
+        document: dict[str, Any] = toml.loads(text)
+    except ValueError as exc:  # TOMLDecodeError
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix it or run elsewhere") from exc
+    return document
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return read_regular_file(path, "configuration file").decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
