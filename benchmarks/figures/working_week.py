@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 
-from benchmarks.harness import PY, ROOT, SKIP_DAEMON, Bench, log
+from benchmarks.harness import SKIP_DAEMON, Bench, json_of, log
 
 
 def measure(bench: Bench) -> None:
@@ -15,14 +13,4 @@ def measure(bench: Bench) -> None:
         return
     # Virtual time: the two weeks take seconds, so quick mode runs the same figure.
     log("figure 11: a working week of a signed-in developer on a virtual clock")
-    out = subprocess.run(
-        [str(PY), "-m", "benchmarks.workweek"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"workweek.py failed: {out.stderr[-2000:]}")
-    bench.figures["11_working_week"] = json.loads(out.stdout)
+    bench.figures["11_working_week"] = json_of("benchmarks.workweek")
