@@ -68,6 +68,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def json_of(module: str, *args: str, timeout: float = 300) -> Any:
+    """The JSON line ``python -m <module> <args>`` prints (the virtual-clock figures run in
+    their own process: their event loop, threads and log levels stay out of this one)."""
+    out = subprocess.run(
+        [str(PY), "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{module} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def loadavg() -> list[float]:
     try:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]

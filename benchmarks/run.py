@@ -28,6 +28,7 @@ from benchmarks.figures import (
     startup,
     throughput,
     uv_installs,
+    working_week,
 )
 from benchmarks.harness import RESULTS, Bench, loadavg, log, machine
 from benchmarks.report import table, targets
@@ -40,6 +41,7 @@ STEPS: list[tuple[str, Callable[[Bench], None]]] = [
     ("uv", uv_installs.measure),
     ("simday", simulated_day.measure),
     ("exec", exec_overhead.measure),
+    ("workweek", working_week.measure),
 ]
 
 

@@ -33,7 +33,16 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     steps = result["step_seconds"]
-    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday", "exec"}
+    assert set(steps) == {
+        "startup",
+        "latency",
+        "throughput",
+        "herd",
+        "uv",
+        "simday",
+        "exec",
+        "workweek",
+    }
     assert sum(steps.values()) < QUICK_BOUND_S, steps
     assert result["mode"] == "quick"
     assert len(result["loadavg_start"]) == 3
@@ -123,6 +132,13 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         for name in ("12h_outage", "1h_outage"):
             assert sim[name]["outage"]["requests_in_outage"] > 0
 
+    week = figures["11_working_week"]
+    if week != SKIP:
+        for mode in ("daemon", "daemon_per_login", "in_process"):
+            assert week[mode]["week"]["asks"] > 0
+            assert week[mode]["week"]["registry_exchanges"] > 0
+
     goals = {row["target"] for row in result["targets"]}
     assert any(g.startswith("2_plugin_startup") for g in goals)
     assert any(g.startswith("10 ") for g in goals)
+    assert any(g.startswith("11 ") for g in goals)

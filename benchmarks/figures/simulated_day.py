@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
 
-from benchmarks.harness import PY, ROOT, SKIP_DAEMON, Bench, log
+from benchmarks.harness import SKIP_DAEMON, Bench, json_of, log
 
 
 def measure(bench: Bench) -> None:
@@ -15,14 +13,4 @@ def measure(bench: Bench) -> None:
         return
     log("figure 9: a simulated day on a virtual clock")
     pairs = 4 if bench.quick else 8
-    out = subprocess.run(
-        [str(PY), "-m", "benchmarks.simday", "--pairs", str(pairs)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"simday.py failed: {out.stderr[-2000:]}")
-    bench.figures["9_simulated_day"] = json.loads(out.stdout)
+    bench.figures["9_simulated_day"] = json_of("benchmarks.simday", "--pairs", str(pairs))

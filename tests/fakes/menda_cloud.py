@@ -278,10 +278,13 @@ class FakeMendaCloud(ServerRunner):
                 return "used"
             return "expired" if entry.expires_at <= self.clock() else "live"
 
-    def _refresh_login(
-        self, refresh_token: str, client_id: str, expired: bool
+    def refresh_login(
+        self, refresh_token: str, client_id: str, expired: bool = False
     ) -> tuple[str | None, dict[str, Any]]:
-        """The refresh grant: (error code, description) or (None, the 200 answer)."""
+        """The refresh grant: (error code, description) or (None, the 200 answer).
+
+        Public so that an in-memory transport (the working-week benchmark) grants exactly
+        what the HTTP handler does."""
         with self.lock:
             entry = self.refresh_tokens.get(refresh_token)
             if entry is None:
@@ -314,6 +317,33 @@ class FakeMendaCloud(ServerRunner):
                 )
                 answer["refresh_token"] = rotated
             return None, answer
+
+    def registry_grant(
+        self, identity: str, domain: str, owner: str, region: str, expired: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """The registry exchange for an authenticated ``identity``: (status, JSON answer).
+
+        Public so that an in-memory transport grants exactly what the HTTP handler does.
+        ``expired``: a 200 whose token has run out already."""
+        with self.lock:
+            known = (domain, owner) in self.known_domains
+            forbidden = (identity, domain) in self.forbidden
+            lifetime = self.registry_token_lifetime
+        if not known:
+            text = f"no domain {domain}-{owner} for this tenant"
+            return 404, {"error": "unknown_registry", "message": text}
+        if forbidden:
+            return 403, {"error": "forbidden", "message": f"{identity} may not use domain {domain}"}
+        now = self.clock()
+        expires_at = float(math.floor(now) + int(lifetime))
+        if expired:
+            expires_at = float(math.floor(now) - 60)
+        token = "caat_" + secrets.token_urlsafe(48)
+        with self.lock:
+            self.issued_registry_tokens[token] = RegistryToken(
+                domain, owner, region, expires_at, identity
+            )
+        return 200, {"token": token, "expiration": rfc3339(expires_at), "username": "aws"}
 
     def revoke(self, token: str) -> bool:
         """Revoke an access, refresh or registry token; False if unknown."""
@@ -541,7 +571,7 @@ class _CloudHandler(QuietHandler):
             refresh_token, client_id = params.get("refresh_token"), params.get("client_id")
             if not refresh_token or not client_id:
                 return error(400, "invalid_request", "refresh_token and client_id are required")
-            code, answer = cloud._refresh_login(
+            code, answer = cloud.refresh_login(
                 refresh_token, client_id, fault is not None and fault.expired
             )
             if code is not None:
@@ -607,24 +637,12 @@ class _CloudHandler(QuietHandler):
                 return error(400, "invalid_request", f"{key} must be a non-empty string")
         domain, owner, region = fields["domain"], fields["domain_owner"], fields["region"]
         assert isinstance(domain, str) and isinstance(owner, str) and isinstance(region, str)
-        with cloud.lock:
-            known = (domain, owner) in cloud.known_domains
-            forbidden = (identity, domain) in cloud.forbidden
-            lifetime = cloud.registry_token_lifetime
-        if not known:
-            return error(404, "unknown_registry", f"no domain {domain}-{owner} for this tenant")
-        if forbidden:
-            return error(403, "forbidden", f"{identity} may not use domain {domain}")
-        now = cloud.clock()
-        expires_at = float(math.floor(now) + int(lifetime))
-        if fault is not None and fault.expired:
-            expires_at = float(math.floor(now) - 60)
-        token = "caat_" + secrets.token_urlsafe(48)
-        with cloud.lock:
-            cloud.issued_registry_tokens[token] = RegistryToken(
-                domain, owner, region, expires_at, identity
-            )
-        return 200, {"token": token, "expiration": rfc3339(expires_at), "username": "aws"}, {}
+        status, answer = cloud.registry_grant(
+            identity, domain, owner, region, fault is not None and fault.expired
+        )
+        if status != 200:
+            return error(status, answer["error"], answer["message"])
+        return 200, answer, {}
 
     # -- /_fake/call/<method> control plane -----------------------------------------------
 

@@ -62,10 +62,13 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return future
 
 
-def run_virtual(main: Callable[[Callable[[], float]], Coroutine[Any, Any, T]]) -> T:
-    """Run ``main(clock)`` on a virtual-clock loop; ``clock()`` is its wall-clock time."""
+def run_virtual(
+    main: Callable[[Callable[[], float]], Coroutine[Any, Any, T]], start: float | None = None
+) -> T:
+    """Run ``main(clock)`` on a virtual-clock loop; ``clock()`` is its wall-clock time,
+    from ``start`` (a Unix time; default now)."""
     loop = VirtualClockLoop()
-    start = time.time()
+    start = time.time() if start is None else start
 
     async def wrapped() -> T:
         limiter = anyio.to_thread.current_default_thread_limiter()
