@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.figures import herd, latency, simulated_day, startup, throughput, uv_installs
+from benchmarks.figures import (
+    fleet,
+    herd,
+    latency,
+    simulated_day,
+    startup,
+    throughput,
+    uv_installs,
+)
 from benchmarks.harness import RESULTS, Bench, loadavg, log, machine
 from benchmarks.report import table, targets
 
@@ -31,6 +39,7 @@ STEPS: list[tuple[str, Callable[[Bench], None]]] = [
     ("herd", herd.measure),
     ("uv", uv_installs.measure),
     ("simday", simulated_day.measure),
+    ("fleet", fleet.measure),
 ]
 
 

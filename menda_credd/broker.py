@@ -271,7 +271,7 @@ class Broker:
             return
         self.count("refresh_failures")
         entry.refresh_failures += 1
-        if isinstance(error, MendaCloudAPIError) and error.transient:
+        if refresh.host_is_failing(error):
             self.backoff.failed(entry.identity.host, self.clock(), self.rand(), entry.retry_after)
         log.warning(
             "refresh failed for %s, domain %s (%s); %s",

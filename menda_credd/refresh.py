@@ -10,6 +10,7 @@ import itertools
 import math
 from typing import Generic, TypeVar
 
+from menda_keyring.errors import MendaCloudAPIError
 from menda_keyring.retry import honour_retry_after
 
 K = TypeVar("K")
@@ -101,6 +102,18 @@ def keep_place_delay(retry_after: float | None, failures: int, rand: float) -> f
 #: While one refresh probes a failing menda-cloud host, the others look again this often
 #: (a timer, no network).
 PROBE_POLL = 1.0
+
+
+def host_is_failing(error: BaseException) -> bool:
+    """Whether a refresh's failure says its menda-cloud host is down or unreachable, so that
+    the daemon's other refreshes to it should wait (:class:`UpstreamBackoff`).
+
+    A rate limit (HTTP 429) is not: each refusal carries its own ``Retry-After``, the
+    entry's place in menda-cloud's queue, which the other entries must not lose.
+    """
+    return (
+        isinstance(error, MendaCloudAPIError) and error.transient and error.status_code != 429
+    )
 
 
 class UpstreamBackoff(Generic[K]):

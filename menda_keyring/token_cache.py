@@ -112,15 +112,20 @@ def store(path: Path, identity: Identity, token: AccessToken) -> None:
     if snapshot.corrupt:
         _keep_corrupt_copy(path)
     tokens = prune_expired_machine_tokens(snapshot.tokens, time.time())
-    tokens[identity.cache_key] = {
+    tokens[identity.cache_key] = entry_for(identity, token)
+    payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
+    write_private_file_atomically(path, payload.encode("utf-8"))
+
+
+def entry_for(identity: Identity, token: AccessToken) -> dict[str, Any]:
+    """The cache entry (contract section 3) that holds ``token`` for ``identity``."""
+    return {
         "access_token": token.token,
         "token_type": "Bearer",
         "expires_at": int(token.expires_at),
         "host": identity.host,
         "auth_type": identity.auth_type,
     }
-    payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
-    write_private_file_atomically(path, payload.encode("utf-8"))
 
 
 #: Machine tokens this long past their expiry are removed by the next writer.

@@ -33,7 +33,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     steps = result["step_seconds"]
-    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday"}
+    assert set(steps) == {"startup", "latency", "throughput", "herd", "uv", "simday", "fleet"}
     assert sum(steps.values()) < QUICK_BOUND_S, steps
     assert result["mode"] == "quick"
     assert len(result["loadavg_start"]) == 3
@@ -115,6 +115,13 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
             assert sim[name]["bound_per_pair"] > 0
         for name in ("12h_outage", "1h_outage"):
             assert sim[name]["outage"]["requests_in_outage"] > 0
+
+    fleet = figures["11_fleet"]
+    for mode in ("daemon", "in_process"):
+        assert fleet[mode]["cold_start"]["hosts_ready_all_s"] > 0
+        assert fleet[mode]["steady_state"]["exchanges_per_s_mean"] > 0
+        assert fleet[mode]["outage"]["calls_in_outage"] > 0
+    assert "11 fleet" in done.stdout
 
     goals = {row["target"] for row in result["targets"]}
     assert any(g.startswith("2_plugin_startup") for g in goals)
