@@ -111,9 +111,7 @@ def host_is_failing(error: BaseException) -> bool:
     A rate limit (HTTP 429) is not: each refusal carries its own ``Retry-After``, the
     entry's place in menda-cloud's queue, which the other entries must not lose.
     """
-    return (
-        isinstance(error, MendaCloudAPIError) and error.transient and error.status_code != 429
-    )
+    return isinstance(error, MendaCloudAPIError) and error.transient and error.status_code != 429
 
 
 class UpstreamBackoff(Generic[K]):
