@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks.figures import (
     exec_overhead,
+    fleet,
     herd,
     latency,
     simulated_day,
@@ -42,6 +43,7 @@ STEPS: list[tuple[str, Callable[[Bench], None]]] = [
     ("simday", simulated_day.measure),
     ("exec", exec_overhead.measure),
     ("workweek", working_week.measure),
+    ("fleet", fleet.measure),
 ]
 
 

@@ -33,7 +33,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from menda_keyring.cloud_protocol import REFRESH_WHAT, HttpRequest
-from menda_keyring.errors import DaemonBusy, MendaError
+from menda_keyring.errors import DaemonBusy, MendaCloudAPIError, MendaError
 from menda_keyring.identity import Identity
 from menda_keyring.paths import token_cache_path
 from menda_keyring.registry_keys import Key, registry_key
@@ -95,6 +95,8 @@ class Broker:
         #: Least recently used first.
         self.entries: OrderedDict[Key, Entry] = OrderedDict()
         self.schedule: refresh.RefreshSchedule[Key] = refresh.RefreshSchedule()
+        #: Refreshes to a failing menda-cloud host back off together, one probe at a time.
+        self.backoff: refresh.UpstreamBackoff[str] = refresh.UpstreamBackoff()
         self.flights = 0
         self._tg: TaskGroup | None = None
         self._wakeup = anyio.Event()
@@ -268,11 +270,17 @@ class Broker:
 
     def _landed(self, entry: Entry, token: RegistryToken, flight: Flight) -> None:
         background = flight.background
+        now = self.clock()
+        replaces = entry.servable_token(now) is not None
         entry.token = token
-        entry.last_refresh = self.clock()
+        entry.last_refresh = now
         entry.last_error = None
+        entry.retry_after = None
         entry.refresh_failures = 0
-        entry.refresh_at = refresh.refresh_due(token.issued_at, token.expires_at, self.rand())
+        entry.refresh_at = refresh.refresh_due(
+            token.issued_at, token.expires_at, self.rand(), first=not replaces
+        )
+        self.backoff.succeeded(entry.identity.host)
         if flight.prewarm:
             entry.prewarmed_at = entry.last_refresh
             self.count("prewarms")
@@ -288,12 +296,14 @@ class Broker:
 
     def _failed(self, entry: Entry, error: MendaError, flight: Flight) -> None:
         entry.last_error = error.kind
+        entry.retry_after = error.retry_after if isinstance(error, MendaCloudAPIError) else None
         if flight.prewarm:
             self.count("prewarm_failures")
             if flight.waiters:
                 self.count("failures")  # a request had joined it
             return  # the pre-warmer decides what it means (and logs it)
-        if not flight.background:
+        background = flight.background
+        if not background:
             self.count("failures")
             log.info(
                 "exchange failed for %s, domain %s: %s",
@@ -304,6 +314,8 @@ class Broker:
             return
         self.count("refresh_failures")
         entry.refresh_failures += 1
+        if refresh.host_is_failing(error):
+            self.backoff.failed(entry.identity.host, self.clock(), self.rand(), entry.retry_after)
         log.warning(
             "refresh failed for %s, domain %s (%s); %s",
             entry.identity.label,
@@ -321,11 +333,20 @@ class Broker:
         now = self.clock()
         token = entry.servable_token(now)
         if token is None:
-            self._drop(entry, "no servable token")
-            return
-        if entry.refresh_failures:
+            # A rate limit that said when to come back keeps the entry's place: see
+            # refresh.keep_place_delay.
+            wait = refresh.keep_place_delay(
+                entry.retry_after, entry.refresh_failures + 1, self.rand()
+            )
+            if wait is None:
+                self._drop(entry, "no servable token")
+                return
+            entry.refresh_at = now + wait
+        elif entry.refresh_failures:
             left = token.remaining(now) - token.min_remaining()
-            delay = refresh.retry_delay(entry.refresh_failures, self.rand(), time_left=left)
+            delay = refresh.retry_delay(
+                entry.refresh_failures, self.rand(), time_left=left, retry_after=entry.retry_after
+            )
             entry.refresh_at = now + delay
         self._arm(entry)
 
@@ -356,6 +377,11 @@ class Broker:
             return
         if entry.refresh_at is not None and now >= entry.refresh_at:
             if entry.flight is None:
+                wait = self.backoff.wait(entry.identity.host, now)
+                if wait > 0:  # another refresh is probing this failing host, or will
+                    entry.refresh_at = now + wait
+                    self._arm(entry)
+                    return
                 entry.refresh_at = None
                 deadline = Deadline(DEFAULT_CEILING, clock=anyio.current_time)
                 self._start(entry, deadline, background=True)

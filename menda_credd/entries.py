@@ -61,6 +61,8 @@ class Entry:
     last_error: str | None = None
     #: When a pre-warm (not a request) brought this entry its token.
     prewarmed_at: float | None = None
+    #: ``Retry-After`` of the last failure, honoured by the next background try.
+    retry_after: float | None = None
     #: The server's encoded answer for ``token`` (kept with the token it encodes, so a new
     #: token never gets an old answer); dropped with the entry.
     answer: tuple[RegistryToken, bytes] | None = field(default=None, repr=False)

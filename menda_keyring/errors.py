@@ -108,14 +108,26 @@ class InvalidLoginEntryError(NoCachedLoginError):
 class MendaCloudAPIError(MendaError):
     """menda-cloud answered with an error, an unusable body, or not at all.
 
-    ``status_code`` is the HTTP status, or None when no answer arrived.
+    ``status_code`` is the HTTP status, or None when no answer arrived. When retrying was
+    given up, ``transient`` says menda-cloud was busy or unreachable (not a refusal), and
+    ``retry_after`` is the wait it last asked for (``Retry-After``), if any.
     """
 
     kind = "menda_cloud_api_error"
+    transient = False
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
+        if transient:
+            self.transient = True
 
 
 class ResolutionTimeoutError(MendaCloudAPIError):
@@ -128,12 +140,7 @@ class TransientError(MendaCloudAPIError):
     """Worth another try after ``retry_after`` seconds (None: use backoff)."""
 
     kind = "menda_cloud_transient"
-
-    def __init__(
-        self, message: str, status_code: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, status_code)
-        self.retry_after = retry_after
+    transient = True
 
 
 class AccessTokenRejected(MendaCloudAPIError):

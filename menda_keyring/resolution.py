@@ -410,6 +410,8 @@ class Resolution:
                         f"{exc.message} (gave up after {attempt} "
                         f"attempt{'s' if attempt > 1 else ''})",
                         exc.status_code,
+                        exc.retry_after,
+                        transient=True,
                     ) from None
             yield Sleep(wait)
 

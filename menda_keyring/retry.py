@@ -38,14 +38,23 @@ class RetryPolicy:
         """
         if attempt >= self.max_attempts:
             return None
+        step = min(self.cap, self.base * (2 ** (attempt - 1)))
         if retry_after is not None:
-            wait = retry_after + rand() * min(self.base, retry_after * 0.1 + 0.05)
+            wait = honour_retry_after(retry_after, step, rand())
         else:
-            wait = rand() * min(self.cap, self.base * (2 ** (attempt - 1)))
+            wait = rand() * step
         # Keep room for the next call itself; never sleep past the ceiling.
         if wait + 0.05 >= remaining:
             return None
         return wait
+
+
+def honour_retry_after(retry_after: float, step: float, rand: float) -> float:
+    """Seconds to wait when menda-cloud said ``Retry-After``: never sooner, and the fully
+    jittered backoff ``step`` on top, so that callers told the same delay (a constant
+    ``Retry-After``, an outage's end) do not come back in the same instant, and come back
+    further apart the more often they were sent away."""
+    return retry_after + rand * step
 
 
 def ceiling_from_env(env: Mapping[str, str]) -> float:

@@ -110,13 +110,7 @@ def store(path: Path, identity: Identity, token: AccessToken) -> None:
     """Write ``token`` under ``identity.cache_key``; the caller holds the lock."""
 
     def put(tokens: dict[str, Any]) -> None:
-        tokens[identity.cache_key] = {
-            "access_token": token.token,
-            "token_type": "Bearer",
-            "expires_at": int(token.expires_at),
-            "host": identity.host,
-            "auth_type": identity.auth_type,
-        }
+        tokens[identity.cache_key] = entry_for(identity, token)
 
     rewrite(path, put)
 
@@ -136,6 +130,17 @@ def rewrite(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     change(tokens)
     payload = json.dumps({"version": CACHE_VERSION, "tokens": tokens}, indent=1, sort_keys=True)
     write_private_file_atomically(path, payload.encode("utf-8"))
+
+
+def entry_for(identity: Identity, token: AccessToken) -> dict[str, Any]:
+    """The cache entry (contract section 3) that holds ``token`` for ``identity``."""
+    return {
+        "access_token": token.token,
+        "token_type": "Bearer",
+        "expires_at": int(token.expires_at),
+        "host": identity.host,
+        "auth_type": identity.auth_type,
+    }
 
 
 #: Machine tokens this long past their expiry are removed by the next writer.

@@ -60,9 +60,11 @@ def test_the_working_week_meets_its_targets_and_the_daemon_saves_calls() -> None
     assert rows["12 daemon all week: first asks waited"] is True
     assert all(value is not False for value in rows.values()), rows
     running, in_process = result["daemon"]["week"], result["in_process"]["week"]
-    # Every ask in process is one exchange; the daemon makes a couple a day.
+    # Every ask in process is one exchange; the daemon makes a few a day: the pre-warm, the
+    # early first refresh that spreads a fleet's refreshes (refresh.first_share), and one
+    # more inside the idle timeout.
     assert in_process["registry_exchanges"] == in_process["asks"] > 50
-    assert 0 < running["registry_exchanges"] <= 2 * running["working_days"]
+    assert 0 < running["registry_exchanges"] <= 3 * running["working_days"]
     # Pre-warm learnt the week from nothing: the very first morning waited.
     assert result["daemon"]["learning_week"]["first_asks_that_waited"] >= 1
     per_login = result["daemon_per_login"]["week"]

@@ -42,6 +42,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         "simday",
         "exec",
         "workweek",
+        "fleet",
     }
     assert sum(steps.values()) < QUICK_BOUND_S, steps
     assert result["mode"] == "quick"
@@ -132,11 +133,17 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         for name in ("12h_outage", "1h_outage"):
             assert sim[name]["outage"]["requests_in_outage"] > 0
 
-    week = figures["11_working_week"]
+    week = figures["12_working_week"]
     if week != SKIP:
         for mode in ("daemon", "daemon_per_login", "in_process"):
             assert week[mode]["week"]["asks"] > 0
             assert week[mode]["week"]["registry_exchanges"] > 0
+    fleet = figures["13_fleet"]
+    for mode in ("daemon", "in_process"):
+        assert fleet[mode]["cold_start"]["hosts_ready_all_s"] > 0
+        assert fleet[mode]["steady_state"]["exchanges_per_s_mean"] > 0
+        assert fleet[mode]["outage"]["calls_in_outage"] > 0
+    assert "13 fleet" in done.stdout
 
     goals = {row["target"] for row in result["targets"]}
     assert any(g.startswith("2_plugin_startup") for g in goals)

@@ -189,3 +189,14 @@ def test_backoff_is_capped_jittered_and_bounded_by_deadline() -> None:
     assert policy.delay(4, None, 30, rand=lambda: 0.5) is None  # attempts used up
     assert policy.delay(1, 2.0, 30, rand=lambda: 0.0) == 2.0  # Retry-After honoured
     assert policy.delay(1, 20.0, 5, rand=lambda: 0.0) is None  # would pass the ceiling
+
+
+def test_retry_after_is_a_floor_with_the_jittered_step_on_top() -> None:
+    policy = RetryPolicy(max_attempts=4, base=0.25, cap=1.0)
+    # Callers told the same Retry-After spread over the backoff step, which grows with
+    # every refusal: a constant "Retry-After: 1" does not bring them back in lock-step.
+    assert policy.delay(1, 1.0, 30, rand=lambda: 1.0) == 1.25
+    assert policy.delay(2, 1.0, 30, rand=lambda: 1.0) == 1.5
+    assert policy.delay(3, 1.0, 30, rand=lambda: 0.5) == 1.5
+    waits = {policy.delay(1, 1.0, 30, rand=lambda r=r: r / 10) for r in range(10)}
+    assert len(waits) == 10 and min(w for w in waits if w) >= 1.0

@@ -23,7 +23,7 @@ import pytest
 from menda_credd.broker import Broker
 from menda_credd.refresh import RefreshSchedule
 from menda_keyring.cloud_protocol import HttpRequest, HttpResponse
-from menda_keyring.errors import DaemonBusy, MendaError, ResolutionTimeoutError
+from menda_keyring.errors import DaemonBusy, MendaCloudAPIError, MendaError, ResolutionTimeoutError
 from menda_keyring.identity import Identity, resolve_identity
 from menda_keyring.retry import Deadline, RetryPolicy
 from menda_keyring.urls import RegistryTarget
@@ -49,6 +49,9 @@ class Upstream:
         self.access_lifetime = access_lifetime
         self.calls: Counter[str] = Counter()
         self.fail: Counter[str] = Counter()
+        #: Answer 429 with ``Retry-After: retry_after`` that many times.
+        self.limited: Counter[str] = Counter()
+        self.retry_after = 60
         self.gate: dict[str, anyio.Event] = {}
         self.cancelled = 0
 
@@ -64,6 +67,13 @@ class Upstream:
         if self.fail[request.what] > 0:
             self.fail[request.what] -= 1
             return _json(503, {"error": "service_unavailable", "message": "injected"})
+        if self.limited[request.what] > 0:
+            self.limited[request.what] -= 1
+            return HttpResponse(
+                429,
+                {"content-type": "application/json", "retry-after": str(self.retry_after)},
+                json.dumps({"error": "rate_limited", "message": "injected"}).encode(),
+            )
         if request.what == "oauth2/token":
             token = "mat_" + secrets.token_urlsafe(8)
             return _json(200, {"access_token": token, "expires_in": self.access_lifetime})
@@ -107,7 +117,8 @@ def test_a_background_refresh_makes_one_http_try_per_attempt(tmp_path: Path, fai
     async def main(clock: Callable[[], float]) -> None:
         # Access tokens outlive the refresh point unless the OAuth endpoint is under test.
         upstream = Upstream(clock, access_lifetime=600 if failing == "oauth2/token" else 7200)
-        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+        # rand 0.99: the first refresh at 84 % of the lifetime, after the access token's end.
+        async with Broker(upstream.send, clock=clock, policy=QUICK, rand=lambda: 0.99) as broker:
             identity = _identity(tmp_path)
             first = await broker.get(identity, TARGET, tmp_path, _deadline())
             before = upstream.calls[failing]
@@ -142,7 +153,9 @@ def test_a_request_in_the_foreground_keeps_every_try(tmp_path: Path, failing: st
 def test_a_request_joining_a_refresh_in_flight_lifts_it_to_every_try(tmp_path: Path) -> None:
     async def main(clock: Callable[[], float]) -> None:
         upstream = Upstream(clock, registry_lifetime=100)
-        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+        # rand 0.95: the first token's refresh comes at 76 % of its lifetime (first_share),
+        # late enough that the held try is still inside its 30 s ceiling when released.
+        async with Broker(upstream.send, clock=clock, policy=QUICK, rand=lambda: 0.95) as broker:
             identity = _identity(tmp_path)
             first = await broker.get(identity, TARGET, tmp_path, _deadline())
             entry = broker.entries[(identity.fingerprint, TARGET)]
@@ -163,6 +176,71 @@ def test_a_request_joining_a_refresh_in_flight_lifts_it_to_every_try(tmp_path: P
             # once a request waits, the normal policy: 503, then 200.
             assert upstream.calls["registry/token"] == 4
             assert broker.counters["refreshes"] == 1
+
+    run_virtual(main)
+
+
+def test_a_rate_limit_beyond_the_ceiling_keeps_the_entry_s_place(tmp_path: Path) -> None:
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock)
+        upstream.limited["registry/token"] = 1
+        upstream.retry_after = 120  # a fleet's backlog: far beyond a caller's 30 s
+        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+            identity = _identity(tmp_path)
+            with pytest.raises(MendaCloudAPIError) as refused:
+                await broker.get(identity, TARGET, tmp_path, _deadline())
+            assert refused.value.retry_after == 120 and refused.value.transient
+            assert upstream.calls["registry/token"] == 1
+            start = clock()
+            # No caller waits, yet the daemon tries once more, when menda-cloud said ...
+            await _until(lambda: upstream.calls["registry/token"] == 2, step=1, limit=300)
+            assert 120 <= clock() - start <= 120 + 2
+            entry = broker.serve_cached(identity, TARGET)
+            assert entry is not None
+            # ... so the caller's next try is answered from memory.
+            await broker.get(identity, TARGET, tmp_path, _deadline())
+            assert upstream.calls["registry/token"] == 2
+
+    run_virtual(main)
+
+
+def test_a_refusal_without_retry_after_drops_the_entry_as_before(tmp_path: Path) -> None:
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock)
+        upstream.fail["registry/token"] = 4  # every foreground try: 503, no Retry-After
+        async with Broker(upstream.send, clock=clock, policy=QUICK) as broker:
+            with pytest.raises(MendaCloudAPIError):
+                await broker.get(_identity(tmp_path), TARGET, tmp_path, _deadline())
+            assert not broker.entries
+            await anyio.sleep(600)
+            assert upstream.calls["registry/token"] == 4
+
+    run_virtual(main)
+
+
+def test_refreshes_to_a_failing_host_take_turns(tmp_path: Path) -> None:
+    """Three domains of one daemon during an outage: one backoff, not three."""
+
+    async def main(clock: Callable[[], float]) -> None:
+        upstream = Upstream(clock, registry_lifetime=3600, access_lifetime=7 * 3600)
+        # rand 0.999: all three first refreshes at about 85 % of the lifetime, together.
+        async with Broker(upstream.send, clock=clock, policy=QUICK, rand=lambda: 0.999) as broker:
+            identity = _identity(tmp_path)
+            targets = [RegistryTarget(f"d{n}", "058264169513", "eu-west-1") for n in range(3)]
+            for target in targets:
+                await broker.get(identity, target, tmp_path, _deadline())
+            upstream.fail["registry/token"] = 10_000
+            await _until(lambda: broker.counters["refresh_failures"] >= 1, step=1)
+            failed_at, calls = clock(), upstream.calls["registry/token"]
+            await anyio.sleep(300)
+            # One probe at a time, spaced by the host's backoff (rand 0.999: about 1, 2, 4,
+            # 8, 16, 32, 60 ... s): some nine tries in five minutes, where three entries
+            # on their own would make three times as many.
+            tries = upstream.calls["registry/token"] - calls
+            assert 6 <= tries <= 12, tries
+            upstream.fail.clear()
+            await _until(lambda: broker.counters["refreshes"] == 3, step=1, limit=120)
+            assert clock() - failed_at <= 300 + 62 + 3
 
     run_virtual(main)
 
@@ -211,8 +289,13 @@ def test_a_token_in_use_is_refreshed_ahead_and_an_idle_one_dropped(tmp_path: Pat
             start = clock()
             await broker.get(identity, TARGET, tmp_path, _deadline())
             await _until(lambda: broker.counters["refreshes"] == 1, step=10)
-            # rand 0.5: at 80 % of the lifetime, give or take the polling step.
-            assert 0.80 * 3600 - 1 <= clock() - start <= 0.80 * 3600 + 11
+            # rand 0.5: a first token at 40 % of its lifetime (refresh.first_share spreads
+            # the first refreshes over the whole cycle), give or take the polling step ...
+            assert 0.40 * 3600 - 1 <= clock() - start <= 0.40 * 3600 + 11
+            refreshed = clock()
+            await _until(lambda: broker.counters["refreshes"] == 2, step=10)
+            # ... and the ones after it at 80 %.
+            assert 0.80 * 3600 - 1 <= clock() - refreshed <= 0.80 * 3600 + 11
             await _until(lambda: not broker.entries, step=60, limit=3 * 3600)
             assert broker.counters["entries_dropped"] == 1
             assert 5400 <= clock() - start <= 5400 + 61
