@@ -417,7 +417,10 @@ def check_outage(cloud: FakeMendaCloud, daemon: Daemon, tmp_path: Path) -> None:
             assert gets < 200
             with contextlib.suppress(AssertionError):
                 wait_until(refresh_failed, timeout=1.0, interval=0.05)
-        assert gets >= 3
+        # The first refresh of a new token comes anywhere in its first 80 % (spread across a
+        # fleet: refresh.first_share), so how many gets fit before it varies; at least one
+        # was served from memory while menda-cloud failed.
+        assert gets >= 1
         assert cloud.counts()["registry"] >= 1 and cloud.counts()["registry_ok"] == 0
         assert cloud.counts()["oauth"] == 0
         # Still answered after the failed refresh, by the daemon, with a valid token.
