@@ -24,6 +24,8 @@ pytestmark = pytest.mark.cli  # subprocesses resolving in process, no daemon
 ALLOWED_OURS = {"menda_keyring", "menda_keyring.backend", "menda_keyring.urls"}
 #: Standard library modules that must not come with the backend unless keyring brought them.
 WATCHED_STDLIB = {"socket", "json", "threading", "struct", "logging.handlers", "configparser"}
+#: Never at start-up; truststore and filelock not even for a plain-http menda-cloud in process.
+HEAVY = {"aiohttp", "anyio", "filelock", "truststore"}
 
 PROBE = textwrap.dedent(
     """
@@ -69,6 +71,7 @@ def test_importing_the_backend_brings_nothing_but_the_url_rules(
     assert cloud.is_valid_registry_token(found["password"])
     loaded = set(found["new_on_lookup"])
     assert {"menda_keyring.shim", "menda_keyring.in_process"} <= loaded
+    assert not HEAVY & (new | loaded), HEAVY & (new | loaded)
 
 
 def test_the_daemon_client_loads_only_when_a_codeartifact_url_is_asked(
