@@ -2,6 +2,6 @@
 
 import sys
 
-from menda_credd.cli import main
+from menda_credd.entry import main
 
 sys.exit(main())

@@ -3,7 +3,8 @@
 The same semantics as :mod:`menda_keyring.http_sync`, and the same messages (from
 :mod:`menda_keyring.cloud_protocol`): no redirects, no answer at all is a
 TransientError, a TLS verification failure is not worth retrying, the TLS context
-honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``, and proxies come from the usual
+comes from :mod:`menda_keyring.tls` (the system's trust store, or ``SSL_CERT_FILE`` /
+``SSL_CERT_DIR`` when set), and proxies come from the usual
 environment variables (``HTTPS_PROXY``, ``NO_PROXY``, ...) except for loopback hosts,
 which are never proxied. One ClientSession serves the daemon's whole life.
 """
@@ -11,7 +12,7 @@ which are never proxied. One ClientSession serves the daemon's whole life.
 from __future__ import annotations
 
 import asyncio
-import ssl
+import os
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ import aiohttp
 
 from menda_keyring import cloud_protocol as cloud
 from menda_keyring.identity import is_loopback_host
+from menda_keyring.tls import client_context
 
 
 def proxy_for(url: str) -> str | None:
@@ -41,7 +43,7 @@ class AsyncSender:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            context = ssl.create_default_context()
+            context = client_context(os.environ)
             connector = aiohttp.TCPConnector(ssl=context, limit=16, ttl_dns_cache=60)
             # Proxies are picked per request (proxy_for), so that loopback is never proxied
             # and no ~/.netrc credentials are ever attached (trust_env would do both).

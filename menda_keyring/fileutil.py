@@ -4,20 +4,37 @@ The lock is an exclusive ``flock(2)`` on a separate lock file, the same lock
 ``filelock.UnixFileLock`` takes, so the Menda CLI and menda-keyring exclude each
 other. It is written here rather than imported from ``filelock`` because that
 import alone costs about 50 ms, on the path of every in-process ``keyring get``.
+Where there is no ``flock`` (Windows) the lock is ``filelock``'s own
+(:mod:`menda_keyring.portable_lock`), which is what the Menda CLI takes there.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import osfeatures
 from .errors import ConfigError
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows: the lock is filelock's there (ExclusiveLock)
+    _fcntl = None  # type: ignore[assignment]
+
+#: Whether the lock is our flock (False: filelock's, which removes its file on release).
+HAS_FLOCK = _fcntl is not None
+
+if TYPE_CHECKING:
+    from .portable_lock import PortableLock
+
+#: Flags of every file we open: binary on Windows, never following a symbolic link elsewhere.
+_OPEN_FLAGS = osfeatures.O_NOFOLLOW | osfeatures.O_CLOEXEC | osfeatures.O_BINARY
 
 
 class LockTimeout(TimeoutError):
@@ -27,9 +44,9 @@ class LockTimeout(TimeoutError):
 def write_private_file_atomically(path: Path, data: bytes) -> None:
     """Write a 0600 temporary file beside ``path``, flush it, then rename it over ``path``."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o600)
     try:
-        os.fchmod(fd, 0o600)
+        osfeatures.fchmod(fd, 0o600)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
@@ -50,7 +67,7 @@ def write_private_file_atomically(path: Path, data: bytes) -> None:
 
 def _fsync_dir(folder: Path) -> None:
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(folder, os.O_RDONLY | osfeatures.O_DIRECTORY)
     except OSError:
         return
     try:
@@ -72,8 +89,10 @@ def try_flock(fd: int) -> bool:
     The one place where contention is told apart from a real error (the token cache lock
     here, the daemon's life lock in ``menda_credd.runtime``).
     """
+    if _fcntl is None:
+        raise OSError(errno.ENOSYS, "flock is not available on this system")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             return False
@@ -85,16 +104,26 @@ class ExclusiveLock:
     """An exclusive flock on ``path`` (created 0600), taken with a bounded wait.
 
     ``acquire`` and ``release`` are separate calls because the resolution flow takes the
-    lock in one effect and gives it back in a later one.
+    lock in one effect and gives it back in a later one. Without ``fcntl`` (Windows) it is
+    ``filelock``'s lock on the same file, imported only then.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._portable: PortableLock | None = None
 
     def acquire(self, timeout: float) -> bool:
         """True once held; False when it was not free within ``timeout`` seconds."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if _fcntl is None:
+            from .portable_lock import PortableLock
+
+            portable = PortableLock(self.path)
+            if not portable.acquire(timeout):
+                return False
+            self._portable = portable
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
         deadline = time.monotonic() + max(timeout, 0.0)
         pause = 0.002
         while True:
@@ -114,10 +143,13 @@ class ExclusiveLock:
             pause = min(pause * 2, 0.05)
 
     def release(self) -> None:
+        portable, self._portable = self._portable, None
+        if portable is not None:
+            portable.release()
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and _fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                _fcntl.flock(fd, _fcntl.LOCK_UN)
             finally:
                 os.close(fd)
 
@@ -146,7 +178,13 @@ def read_regular_file(path: Path, what: str, limit: int = MAX_READ) -> bytes:
     in is a ``ConfigError`` at once. A folder raises ``IsADirectoryError``; a missing file
     ``FileNotFoundError`` (callers say what that means).
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    flags = (
+        os.O_RDONLY
+        | osfeatures.O_NONBLOCK
+        | osfeatures.O_CLOEXEC
+        | osfeatures.O_NOCTTY
+        | osfeatures.O_BINARY
+    )
     fd = os.open(path, flags)
     try:
         st = os.fstat(fd)

@@ -7,6 +7,7 @@ Proxies come from the usual environment variables, except for loopback hosts.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import urllib.error
@@ -26,20 +27,28 @@ from .cloud_protocol import (
 )
 from .identity import is_loopback_host
 
-_openers: dict[bool, urllib.request.OpenerDirector] = {}
+_openers: dict[tuple[bool, bool], urllib.request.OpenerDirector] = {}
 
 
-def _opener(loopback: bool) -> urllib.request.OpenerDirector:
-    """One opener per process; the TLS context honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``."""
-    if loopback not in _openers:
-        context = ssl.create_default_context()
+def _opener(loopback: bool, https: bool) -> urllib.request.OpenerDirector:
+    """One opener per kind of URL and process; TLS trust from :mod:`menda_keyring.tls`.
+
+    A plain-http (loopback) menda-cloud never builds a TLS context: no redirect is ever
+    followed, so its opener never meets an https URL.
+    """
+    key = (loopback, https)
+    if key not in _openers:
         proxies: dict[str, str] | None = {} if loopback else None
-        _openers[loopback] = urllib.request.build_opener(
+        handlers: list[urllib.request.BaseHandler] = [
             urllib.request.ProxyHandler(proxies),
-            urllib.request.HTTPSHandler(context=context),
             _NoRedirect(),
-        )
-    return _openers[loopback]
+        ]
+        if https:
+            from .tls import client_context
+
+            handlers.append(urllib.request.HTTPSHandler(context=client_context(os.environ)))
+        _openers[key] = urllib.request.build_opener(*handlers)
+    return _openers[key]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -51,8 +60,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def send(request: HttpRequest, timeout: float) -> HttpResponse:
     """Send ``request``; a failure to get any answer is a TransientError with no status."""
-    hostname = urlsplit(request.url).hostname or ""
-    opener = _opener(is_loopback_host(hostname))
+    parts = urlsplit(request.url)
+    opener = _opener(is_loopback_host(parts.hostname or ""), parts.scheme == "https")
     outgoing = urllib.request.Request(  # noqa: S310 - the URL is a checked http(s) host
         request.url, data=request.body, headers=dict(request.headers), method=request.method
     )

@@ -4,6 +4,10 @@ Standard library only. One rule for the daemon's socket folder, the shim's check
 of it and the token cache folder: a real folder (not a symbolic link), owned by
 us, with no group or other permission bits. ``folder_problem`` is the decision,
 without I/O; ``check_private_dir`` does the one ``lstat``.
+
+On Windows a folder's privacy is its ACL, not an owner and mode bits (``lstat`` there
+reports uid 0 and mode 0777 for every folder): folders are made with ``mkdir`` and
+not checked; the user's profile folder, where they live, is private to its user.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+
+from . import osfeatures
 
 
 class NotPrivateError(OSError):
@@ -33,11 +39,11 @@ class NotPrivateError(OSError):
 
 def describe_uid(uid: int) -> str:
     """``uid 65534 (nobody)``, or just ``uid 4242`` when the user database has no name."""
-    import pwd
-
     try:
+        import pwd
+
         return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (KeyError, OverflowError):
+    except (ImportError, KeyError, OverflowError):
         return f"uid {uid}"
 
 
@@ -73,9 +79,13 @@ def check_private_dir(
     """Raise ``NotPrivateError`` unless ``folder`` is a real folder of ours closed to others.
 
     A folder that cannot be inspected (absent, unreadable parent) raises ``OSError``.
+    Where owners and modes mean nothing (Windows) only its existence is checked.
     """
-    uid = os.geteuid() if uid is None else uid
     folder = os.fspath(folder)
+    if not osfeatures.POSIX_OWNERS:
+        os.stat(folder)  # absent: FileNotFoundError, as on POSIX
+        return
+    uid = os.geteuid() if uid is None else uid
     problem = folder_problem(os.lstat(folder), uid, forbidden)
     if problem is not None:
         raise NotPrivateError(folder, problem)
@@ -99,9 +109,11 @@ def make_private_dirs(folder: str | os.PathLike[str], uid: int | None = None) ->
     for path in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                os.fchmod(fd, 0o700)
-            finally:
-                os.close(fd)
+            if osfeatures.POSIX_OWNERS:
+                flags = os.O_RDONLY | osfeatures.O_DIRECTORY | osfeatures.O_NOFOLLOW
+                fd = os.open(path, flags)
+                try:
+                    os.fchmod(fd, 0o700)
+                finally:
+                    os.close(fd)
         check_private_dir(path, uid)

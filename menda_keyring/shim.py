@@ -6,6 +6,7 @@ complains about our request (``bad_request``, ``unsupported_version``, ``daemon_
 means in-process resolution at once, with the reason at debug level: the user
 sees a token, never an error line about the daemon. The one exception is a socket
 that is not ours (``DaemonUntrusted``): nothing is sent, and one stderr line says so.
+Where the daemon cannot exist (Windows: no Unix sockets) it is not asked at all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 
 from .daemon_client import DaemonUnavailable, DaemonUntrusted, round_trip, total_timeout
 from .daemon_protocol import ErrorReply, NotOurs, TokenReply, get_request
+from .osfeatures import unix_sockets_missing
 from .paths import socket_path
 from .urls import CODEARTIFACT_USERNAME, RegistryTarget
 
@@ -28,7 +30,10 @@ _warned: set[str] = set()
 
 def fetch_token(service: str, target: RegistryTarget, env: Mapping[str, str]) -> str:
     """The token from the daemon when one answers, else resolved in this process."""
-    if env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
+    unsupported = unix_sockets_missing()
+    if unsupported is not None:
+        log.debug("menda-credd cannot be reached here (%s); resolving in process", unsupported)
+    elif env.get("MENDA_CREDD", "").strip().lower() not in _DAEMON_OFF:
         try:
             return from_daemon(service, env)
         except DaemonUntrusted as exc:

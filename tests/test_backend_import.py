@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from menda_keyring.fileutil import HAS_FLOCK
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.env import CA_URL, m2m_env
 from tests.support.procs import run
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.cli  # subprocesses resolving in process, no daemon
 ALLOWED_OURS = {"menda_keyring", "menda_keyring.backend", "menda_keyring.urls"}
 #: Standard library modules that must not come with the backend unless keyring brought them.
 WATCHED_STDLIB = {"socket", "json", "threading", "struct", "logging.handlers", "configparser"}
+#: Never at start-up; truststore and filelock not even for a plain-http menda-cloud in process.
+HEAVY = {"aiohttp", "anyio", "filelock", "truststore"}
 
 PROBE = textwrap.dedent(
     """
@@ -69,6 +72,10 @@ def test_importing_the_backend_brings_nothing_but_the_url_rules(
     assert cloud.is_valid_registry_token(found["password"])
     loaded = set(found["new_on_lookup"])
     assert {"menda_keyring.shim", "menda_keyring.in_process"} <= loaded
+    assert not HEAVY & new, HEAVY & new
+    # Without flock (Windows, or its emulation) the cache lock is filelock's.
+    lookup_heavy = HEAVY if HAS_FLOCK else HEAVY - {"filelock"}
+    assert not lookup_heavy & loaded, lookup_heavy & loaded
 
 
 def test_the_daemon_client_loads_only_when_a_codeartifact_url_is_asked(

@@ -182,6 +182,7 @@ def test_machine_identity_needs_no_cached_token() -> None:
     ("state", "ok"),
     [
         ("off", True),
+        ("unsupported", True),
         ("absent", True),
         ("running", True),
         ("other-release", True),

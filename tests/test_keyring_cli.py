@@ -14,6 +14,7 @@ import pytest
 from tests.fakes.menda_cloud import FakeMendaCloud
 from tests.support.env import CA_URL, KEYRING, base_env, m2m_env
 from tests.support.procs import Run, keyring_herd, run
+from tests.support.windows_emulation import needs_unix_sockets
 
 
 def keyring(*args: str, env: dict[str, str], stdin: str | None = None) -> Run:
@@ -204,6 +205,7 @@ def test_keyring_startup_imports_nothing_heavy(home: Path) -> None:
     assert float(cost_ms) < 60, cost_ms  # generous bound: a few ms here; aiohttp alone is ~200
 
 
+@needs_unix_sockets
 def test_a_silent_daemon_socket_is_not_waited_on_forever(cloud: FakeMendaCloud, home: Path) -> None:
     import socket
 

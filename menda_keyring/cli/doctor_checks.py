@@ -399,7 +399,7 @@ def token_cache_check(identity: Identity, facts: CacheFacts, now: float) -> Chec
 
 @dataclass(frozen=True)
 class DaemonFacts:
-    """``state``: off, absent, running, other-release, silent or untrusted."""
+    """``state``: off, unsupported, absent, running, other-release, silent or untrusted."""
 
     socket: str
     state: str
@@ -412,6 +412,8 @@ def daemon_check(facts: DaemonFacts) -> Check:
     name = "daemon"
     if facts.state == "off":
         return Check(name, True, "MENDA_CREDD=off: every keyring call resolves in process")
+    if facts.state == "unsupported":
+        return Check(name, True, f"{facts.detail}: every keyring call resolves in process")
     if facts.state == "absent":
         return Check(
             name,

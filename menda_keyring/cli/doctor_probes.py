@@ -24,6 +24,7 @@ from ..cloud_protocol import USER_AGENT, HttpRequest
 from ..daemon_client import DaemonUnavailable, DaemonUntrusted
 from ..errors import ConfigError, MendaError
 from ..identity import Identity, is_loopback_host, read_config, resolve_identity
+from ..osfeatures import daemon_unsupported
 from ..paths import config_path, menda_dir, socket_path, token_cache_path
 from ..urls import CODEARTIFACT_USERNAME, RegistryTarget
 from .doctor_checks import (
@@ -210,6 +211,9 @@ def probe_daemon(env: Mapping[str, str], timeout: float) -> DaemonFacts:
     path = socket_path(env)
     if daemon_disabled(env):
         return DaemonFacts(path, "off")
+    unsupported = daemon_unsupported()
+    if unsupported is not None:  # Windows: no daemon to ask (and none of its modules)
+        return DaemonFacts(path, "unsupported", detail=unsupported)
     from menda_credd import runtime  # the daemon's own probe, so both say the same
 
     try:

@@ -37,6 +37,12 @@ def sentinel(kind: str = "SECRET") -> str:
     return f"SENTINEL-{kind}-{secrets.token_hex(8)}"
 
 
+#: Set (to the hook's folder) in a test run under tests/support/windows_emulation.py: the
+#: subprocesses it starts must lack fcntl and AF_UNIX too.
+WINDOWS_EMULATION = "MENDA_TEST_WINDOWS_EMULATION"
+WINDOWS_EMULATION_LOG = "MENDA_TEST_WINDOWS_EMULATION_LOG"
+
+
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     """A clean environment: no MENDA_* or proxies, and a daemon socket nobody listens on."""
     env = {
@@ -46,6 +52,11 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "MENDA_CREDD_SOCKET": str(home / "no-daemon.sock"),
     }
+    hook = os.environ.get(WINDOWS_EMULATION)
+    if hook:
+        env.update({WINDOWS_EMULATION: hook, "PYTHONPATH": hook})
+        if WINDOWS_EMULATION_LOG in os.environ:
+            env[WINDOWS_EMULATION_LOG] = os.environ[WINDOWS_EMULATION_LOG]
     env.update(extra)
     return env
 
