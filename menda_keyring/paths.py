@@ -5,7 +5,9 @@ Plain functions, standard library only (the socket rule runs at every ``keyring 
 The socket, one rule shared by the daemon and the shim:
 
 ``MENDA_CREDD_SOCKET`` if set; else ``$XDG_RUNTIME_DIR/menda/credd.sock`` when
-that runtime folder exists and belongs to us; else ``~/.menda/run/credd.sock``.
+that runtime folder exists and belongs to us; else, on macOS, ``$TMPDIR/menda/credd.sock``
+when ``$TMPDIR`` is a folder of ours closed to others (the per-user
+``/var/folders/.../T/`` that launchd gives every login); else ``~/.menda/run/credd.sock``.
 A path too long for ``sun_path`` falls back to a short path of ours (see
 ``fit_sun_path``).
 """
@@ -21,9 +23,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-#: Usable bytes of ``sockaddr_un.sun_path`` (the last one holds the NUL).
-SUN_PATH_MAX = 104 if sys.platform == "darwin" else 108
+#: Bytes of ``sockaddr_un.sun_path``, the NUL included: ``char sun_path[104]`` in macOS's
+#: <sys/un.h>, ``char sun_path[108]`` in Linux's <sys/un.h> (``UNIX_PATH_MAX``).
+SUN_PATH_BYTES = {"darwin": 104}
+SUN_PATH_MAX = SUN_PATH_BYTES.get(sys.platform, 108)
 SOCKET_NAME = "credd.sock"
+
+
+def sun_path_max(platform: str = sys.platform) -> int:
+    return SUN_PATH_BYTES.get(platform, 108)
 
 
 def menda_dir(home: Path) -> Path:
@@ -38,11 +46,18 @@ def token_cache_path(home: Path) -> Path:
     return menda_dir(home) / "tokens" / "cache" / ".token"
 
 
-def default_log_file() -> Path:
-    """Where a detached ``menda-credd start`` logs: ``~/.menda/run/credd.log``."""
+def default_log_file(home: Path | None = None, platform: str = sys.platform) -> Path:
+    """Where the daemon logs when not under systemd's journal.
+
+    macOS: ``~/Library/Logs/menda-credd/credd.log`` (where Console.app looks; the launchd
+    agent's plist names the same file). Elsewhere: ``~/.menda/run/credd.log``.
+    """
     from pathlib import Path
 
-    return Path(os.path.expanduser("~")) / ".menda" / "run" / "credd.log"
+    home = Path(os.path.expanduser("~")) if home is None else home
+    if platform == "darwin":
+        return home / "Library" / "Logs" / "menda-credd" / "credd.log"
+    return home / ".menda" / "run" / "credd.log"
 
 
 def prewarm_state_path(env: Mapping[str, str]) -> Path:
@@ -60,18 +75,22 @@ def prewarm_state_path(env: Mapping[str, str]) -> Path:
     return Path(state) / "menda-credd" / "prewarm.json"
 
 
-def socket_path(env: Mapping[str, str], uid: int | None = None) -> str:
+def socket_path(
+    env: Mapping[str, str], uid: int | None = None, platform: str = sys.platform
+) -> str:
     uid = os.getuid() if uid is None else uid
     explicit = env.get("MENDA_CREDD_SOCKET")
     if explicit:
         return explicit
     runtime = _runtime_dir(env, uid)
+    if runtime is None and platform == "darwin":
+        runtime = _private_tmpdir(env, uid)
     if runtime is not None:
         candidate = os.path.join(runtime, "menda", SOCKET_NAME)
     else:
         home = env.get("HOME") or os.path.expanduser("~")
         candidate = os.path.join(home, ".menda", "run", SOCKET_NAME)
-    return fit_sun_path(candidate, uid, env)
+    return fit_sun_path(candidate, uid, env, platform)
 
 
 def _runtime_dir(env: Mapping[str, str], uid: int) -> str | None:
@@ -86,11 +105,31 @@ def _runtime_dir(env: Mapping[str, str], uid: int) -> str | None:
     return runtime if stat.S_ISDIR(st.st_mode) and st.st_uid == uid else None
 
 
-def _fits(path: str) -> bool:
-    return len(os.fsencode(path)) < SUN_PATH_MAX
+def _private_tmpdir(env: Mapping[str, str], uid: int) -> str | None:
+    """``$TMPDIR`` when it is an absolute path to a folder of ours that others cannot enter.
+
+    macOS gives each user ``/var/folders/<xx>/<hash>/T/`` (0700, theirs); a ``TMPDIR``
+    pointing at ``/tmp`` or at a folder others can enter is not used.
+    """
+    tmp = env.get("TMPDIR")
+    if not tmp or not os.path.isabs(tmp):
+        return None
+    try:
+        st = os.stat(tmp)  # /var/folders is reached through the /private/var symlink
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+        return None
+    return os.path.normpath(tmp)
 
 
-def fit_sun_path(path: str, uid: int, env: Mapping[str, str] | None = None) -> str:
+def _fits(path: str, platform: str = sys.platform) -> bool:
+    return len(os.fsencode(path)) < sun_path_max(platform)
+
+
+def fit_sun_path(
+    path: str, uid: int, env: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> str:
     """``path`` when it fits in ``sun_path``, else a short path of ours.
 
     First choice ``$XDG_RUNTIME_DIR/menda-credd.sock`` (a folder of ours the system made
@@ -99,11 +138,11 @@ def fit_sun_path(path: str, uid: int, env: Mapping[str, str] | None = None) -> s
     unless it is ours and closed to others; if another user made it first, no daemon
     serves there (the daemon refuses to start, clients resolve in process).
     """
-    if _fits(path):
+    if _fits(path, platform):
         return path
     runtime = _runtime_dir(os.environ if env is None else env, uid)
     if runtime is not None:
         short = os.path.join(runtime, "menda-credd.sock")
-        if _fits(short):
+        if _fits(short, platform):
             return short
     return f"/tmp/menda-credd-{uid}/{SOCKET_NAME}"  # noqa: S108 - folder is 0700 and checked
