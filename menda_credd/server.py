@@ -44,7 +44,7 @@ from menda_keyring.daemon_protocol import (
 )
 from menda_keyring.errors import BadRequestError, DaemonProtocolError, MendaError, redact
 from menda_keyring.identity import Identity
-from menda_keyring.peercred import peer_uid
+from menda_keyring.peercred import accepted, peer_credentials
 from menda_keyring.retry import Deadline
 from menda_keyring.tokens import RegistryToken
 from menda_keyring.urls import CODEARTIFACT_USERNAME, RegistryTarget, parse_codeartifact_service
@@ -174,14 +174,14 @@ class CredServer:
         async with stream:
             if self.stopping:
                 return
-            uid = peer_uid(stream.extra(SocketAttribute.raw_socket))  # noqa: S610 - anyio, not Django
-            if uid != self.uid:
+            peer = peer_credentials(stream.extra(SocketAttribute.raw_socket))  # noqa: S610 - anyio, not Django
+            if not accepted(peer, self.uid):
                 self.broker.count("peer_rejections")
                 held = self.rejections.admit(time.monotonic())
                 if held is not None:
                     log.warning(
-                        "rejected a connection from uid %s (serving uid %d only)%s",
-                        uid,
+                        "rejected a connection from %s (serving uid %d only)%s",
+                        "an unknown uid" if peer.uid is None else f"uid {peer.uid}",
                         self.uid,
                         f"; {held} more rejected since the last such warning" if held else "",
                     )

@@ -31,7 +31,7 @@ from .daemon_protocol import (
     take_line,
 )
 from .errors import DaemonProtocolError, UnsupportedVersionError
-from .peercred import Peer, peer_credentials
+from .peercred import Peer, accepted, peer_credentials
 from .private_dir import describe_uid, folder_problem
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def connect_checked(path: str, timeout: float = 1.0) -> tuple[socket.socket, Pee
             reason = exc.strerror or type(exc).__name__
             raise DaemonUnavailable(f"cannot reach the daemon at {path}: {reason}") from None
         raise
-    if peer.uid != uid:
+    if not accepted(peer, uid):
         sock.close()
         who = "an unknown user" if peer.uid is None else describe_uid(peer.uid)
         raise DaemonUntrusted(path, f"it is served by {who}, not by you ({describe_uid(uid)})")

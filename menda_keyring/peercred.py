@@ -1,8 +1,20 @@
 """Who is at the other end of a Unix socket, as the kernel reports it.
 
-Standard library only (the shim's warm path and the daemon share it). Linux has
-``SO_PEERCRED`` (pid, uid, gid of the process that called ``connect``/``listen``);
-macOS has ``LOCAL_PEERCRED`` (a ``struct xucred`` with the uid) and ``LOCAL_PEERPID``.
+Standard library only (the shim's warm path and the daemon share it). Each system's call
+is a few lines behind one seam, :data:`read_peer`, picked once at import by what the
+interpreter offers; the decisions around it (what a reply means, what an unknown peer
+is, which peer is accepted) are plain functions that tests drive with the call
+substituted, on any system.
+
+- Linux, ``socket(7)``: ``getsockopt(SOL_SOCKET, SO_PEERCRED)`` fills a ``struct ucred``
+  (``pid_t pid; uid_t uid; gid_t gid;``, <sys/socket.h> with ``_GNU_SOURCE``).
+- macOS, ``unix(4)``: ``getsockopt(SOL_LOCAL, LOCAL_PEERCRED)`` fills a ``struct xucred``
+  and ``getsockopt(SOL_LOCAL, LOCAL_PEERPID)`` a ``pid_t``; the constants and the
+  layout are :data:`SOL_LOCAL`, :data:`LOCAL_PEERCRED`, :data:`LOCAL_PEERPID` and
+  :data:`XUCRED` below, each with the header it comes from. This is what ``getpeereid(3)``
+  reads, without loading libc through ``ctypes`` on keyring's start-up path.
+
+A peer whose uid cannot be determined is never accepted (:func:`accepted`).
 """
 
 from __future__ import annotations
@@ -10,14 +22,40 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+from typing import TYPE_CHECKING
 
-#: macOS <sys/un.h>: SOL_LOCAL, LOCAL_PEERCRED, LOCAL_PEERPID;
-#: struct xucred starts {u_int cr_version; uid_t cr_uid; ...}.
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class SocketOptions(Protocol):
+        """The one method of a socket the readers use (a fake one in tests)."""
+
+        def getsockopt(self, level: int, option: int, buflen: int, /) -> bytes: ...
+
+
+#: macOS <sys/un.h>: ``#define SOL_LOCAL 0`` (level number of get/setsockopt for local
+#: domain sockets).
 SOL_LOCAL = 0
+#: macOS <sys/un.h>: ``#define LOCAL_PEERCRED 0x001`` (retrieve peer credentials).
 LOCAL_PEERCRED = 0x001
+#: macOS <sys/un.h>: ``#define LOCAL_PEERPID 0x002`` (retrieve peer pid).
 LOCAL_PEERPID = 0x002
-XUCRED_SIZE = 76
+#: macOS <sys/ucred.h>: ``#define XUCRED_VERSION 0``.
+XUCRED_VERSION = 0
+#: macOS <sys/param.h> ``#define NGROUPS NGROUPS_MAX``; <sys/syslimits.h> ``NGROUPS_MAX 16``.
+XUCRED_NGROUPS = 16
+#: macOS <sys/ucred.h>: ``struct xucred { u_int cr_version; uid_t cr_uid; short
+#: cr_ngroups; gid_t cr_groups[NGROUPS]; }`` in native order and alignment (two bytes of
+#: padding after ``cr_ngroups``): 76 bytes.
+XUCRED = struct.Struct(f"@IIh{XUCRED_NGROUPS}I")
+XUCRED_SIZE = XUCRED.size
+#: ``pid_t`` is an ``int`` on both systems (<sys/_types.h>, <bits/types.h>).
+PID_T = struct.Struct("@i")
+#: Linux <sys/socket.h>: ``struct ucred { pid_t pid; uid_t uid; gid_t gid; }``.
 _UCRED = struct.Struct("3i")
+#: ``(uid_t)-1``: "no user" in both kernels' interfaces.
+_NO_UID = 0xFFFFFFFF
 
 
 class Peer(tuple[int | None, int | None]):
@@ -43,36 +81,103 @@ class Peer(tuple[int | None, int | None]):
         return uid
 
 
+UNKNOWN = Peer(None, None)
+
+
+# -- what the kernel's answers mean -----------------------------------------------------
+
+
 def parse_ucred(raw: bytes) -> Peer:
     """A Linux ``struct ucred`` (pid, uid, gid as three ints); 0/-1 mean "unknown"."""
     pid, uid, _gid = _UCRED.unpack(raw[: _UCRED.size])
     return Peer(pid if pid > 0 else None, uid if uid >= 0 else None)
 
 
-def parse_xucred(raw: bytes) -> int:
-    """The uid in a macOS ``struct xucred`` (u_int cr_version, uid_t cr_uid, ...)."""
-    _version, uid = struct.unpack_from("=2I", raw)
+def parse_xucred(raw: bytes) -> int | None:
+    """The uid in a macOS ``struct xucred``, or None when the answer cannot be read as one.
+
+    Too short to hold ``cr_uid``, or a ``cr_version`` other than ``XUCRED_VERSION`` (a
+    layout this code was not written for), or ``(uid_t)-1``: unknown, so refused.
+    """
+    head = struct.calcsize("@II")
+    if len(raw) < head:
+        return None
+    version, uid = struct.unpack_from("@II", raw)
+    if version != XUCRED_VERSION or uid == _NO_UID:
+        return None
     return int(uid)
 
 
-def peer_credentials(sock: socket.socket) -> Peer:
-    """The kernel's word on the process at the other end of a connected Unix socket."""
+def parse_pid(raw: bytes) -> int | None:
+    """A ``pid_t`` answer; not positive (or short) means unknown."""
+    if len(raw) < PID_T.size:
+        return None
+    (pid,) = PID_T.unpack_from(raw)
+    return pid if pid > 0 else None
+
+
+def accepted(peer: Peer, uid: int) -> bool:
+    """The one rule both ends apply: the kernel says the peer runs as ``uid``."""
+    return peer.uid is not None and peer.uid == uid
+
+
+# -- the calls, one per system --------------------------------------------------------
+
+
+def linux_peer(sock: SocketOptions) -> Peer:
+    """``SO_PEERCRED``: the pid and uid of whoever called ``connect`` or ``listen``."""
+    so_peercred: int = getattr(socket, "SO_PEERCRED", 17)  # <asm-generic/socket.h>
+    return parse_ucred(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))
+
+
+def darwin_peer(sock: SocketOptions) -> Peer:
+    """``LOCAL_PEERCRED`` for the uid, then ``LOCAL_PEERPID`` (macOS 10.8+) for the pid.
+
+    The uid decides; the pid only serves ``menda-credd stop``, so an error reading it
+    leaves it unknown instead of refusing the peer.
+    """
+    uid = parse_xucred(sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, XUCRED_SIZE))
+    if uid is None:
+        return UNKNOWN
     try:
-        if hasattr(socket, "SO_PEERCRED"):
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-            return parse_ucred(raw)
-        if sys.platform == "darwin":
-            uid = parse_xucred(sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, XUCRED_SIZE))
-            try:
-                pid = struct.unpack("i", sock.getsockopt(SOL_LOCAL, LOCAL_PEERPID, 4))[0]
-            except OSError:
-                pid = 0
-            return Peer(pid if pid > 0 else None, uid)
+        pid = parse_pid(sock.getsockopt(SOL_LOCAL, LOCAL_PEERPID, PID_T.size))
+    except OSError:
+        pid = None
+    return Peer(pid, uid)
+
+
+def unknown_peer(sock: SocketOptions) -> Peer:
+    """A system with no call we know: every peer is unknown, so none is accepted."""
+    return UNKNOWN
+
+
+def reader_for(platform: str, has_so_peercred: bool) -> Callable[[SocketOptions], Peer]:
+    """Which call answers on this system: decided once, from what the interpreter has."""
+    if has_so_peercred:
+        return linux_peer
+    if platform == "darwin":
+        return darwin_peer
+    return unknown_peer
+
+
+#: The seam: the call this system makes. Tests replace it to drive macOS's on Linux.
+read_peer: Callable[[SocketOptions], Peer] = reader_for(
+    sys.platform, hasattr(socket, "SO_PEERCRED")
+)
+
+
+def peer_credentials(sock: SocketOptions) -> Peer:
+    """The kernel's word on the process at the other end of a connected Unix socket.
+
+    A call that fails (not a Unix socket, an option the kernel does not know, a short
+    answer) is an unknown peer, never an error: the caller refuses it.
+    """
+    try:
+        return read_peer(sock)
     except (OSError, struct.error):
-        pass
-    return Peer(None, None)
+        return UNKNOWN
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_uid(sock: SocketOptions) -> int | None:
     """The uid of the process at the other end of a connected Unix socket, or None."""
     return peer_credentials(sock).uid
