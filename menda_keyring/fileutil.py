@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,11 +58,34 @@ def write_private_file_atomically(path: Path, data: bytes) -> None:
         raise
     os.close(fd)
     try:
-        os.replace(tmp, path)
+        replace_retrying(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def replace_retrying(
+    src: Path,
+    dst: Path,
+    pauses: tuple[float, ...] = osfeatures.REPLACE_RETRY_PAUSES,
+    *,
+    replace: Callable[[Path, Path], None] = os.replace,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """``os.replace``, tried again after each pause while the target is held open (Windows).
+
+    Only ``PermissionError`` (what a sharing violation is in Python) is tried again; the
+    last try's error is the caller's. With no pauses (POSIX) this is one ``os.replace``.
+    """
+    for pause in pauses:
+        try:
+            replace(src, dst)
+        except PermissionError:
+            sleep(pause)
+        else:
+            return
+    replace(src, dst)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -17,6 +17,17 @@ import os
 #: where a folder's privacy is its ACL; the user profile's is private to its user).
 POSIX_OWNERS = os.name == "posix"
 
+
+#: Pauses between tries of renaming a file over one that another process holds open. On
+#: Windows that rename fails (a sharing violation: ``PermissionError``) until the reader
+#: closes it, and readers of the token cache hold it for milliseconds: about 1 s of
+#: tries in all. None elsewhere: ``rename(2)`` replaces an open file atomically.
+def replace_retry_pauses(os_name: str) -> tuple[float, ...]:
+    return (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.3) if os_name == "nt" else ()
+
+
+REPLACE_RETRY_PAUSES = replace_retry_pauses(os.name)
+
 #: Open flags; 0 where the system has no such flag (Windows has O_BINARY and none of the others).
 O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)

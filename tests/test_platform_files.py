@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from menda_keyring import osfeatures, private_dir
+from menda_keyring import fileutil, osfeatures, private_dir
 from menda_keyring.fileutil import ExclusiveLock
 from menda_keyring.portable_lock import PortableLock
 from menda_keyring.private_dir import NotPrivateError, check_private_dir, make_private_dirs
@@ -74,3 +74,59 @@ def test_the_daemon_needs_unix_sockets_and_flock(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delattr(socket, "AF_UNIX")
     assert osfeatures.unix_sockets_missing() == "this Python has no Unix sockets (socket.AF_UNIX)"
     assert osfeatures.daemon_unsupported() == osfeatures.unix_sockets_missing()
+
+
+class HeldOpen:
+    """``os.replace`` as Windows answers it while a reader holds the target: refused N times."""
+
+    def __init__(self, refusals: int, error: OSError | None = None) -> None:
+        self.refusals = refusals
+        self.error = error or PermissionError(13, "The process cannot access the file")
+        self.tries = 0
+
+    def __call__(self, src: Path, dst: Path) -> None:
+        self.tries += 1
+        if self.tries <= self.refusals:
+            raise self.error
+        os.replace(src, dst)
+
+
+def _pair(tmp_path: Path) -> tuple[Path, Path]:
+    src, dst = tmp_path / "new", tmp_path / "cache"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+    return src, dst
+
+
+def test_a_rename_over_a_file_held_open_is_tried_again_after_each_pause(tmp_path: Path) -> None:
+    src, dst = _pair(tmp_path)
+    slept: list[float] = []
+    replace = HeldOpen(refusals=3)
+    fileutil.replace_retrying(src, dst, (0.1, 0.2, 0.3, 0.4), replace=replace, sleep=slept.append)
+    assert dst.read_bytes() == b"new" and not src.exists()
+    assert (replace.tries, slept) == (4, [0.1, 0.2, 0.3])
+
+
+def test_a_file_held_open_past_every_pause_is_the_callers_error(tmp_path: Path) -> None:
+    src, dst = _pair(tmp_path)
+    slept: list[float] = []
+    replace = HeldOpen(refusals=10)
+    with pytest.raises(PermissionError):
+        fileutil.replace_retrying(src, dst, (0.1, 0.2), replace=replace, sleep=slept.append)
+    assert (replace.tries, slept, dst.read_bytes()) == (3, [0.1, 0.2], b"old")
+
+
+def test_only_a_sharing_violation_is_tried_again_and_posix_never_waits(tmp_path: Path) -> None:
+    src, dst = _pair(tmp_path)
+    slept: list[float] = []
+    missing = HeldOpen(refusals=1, error=FileNotFoundError(2, "gone"))
+    with pytest.raises(FileNotFoundError):
+        fileutil.replace_retrying(src, dst, (0.1,) * 3, replace=missing, sleep=slept.append)
+    assert (missing.tries, slept) == (1, [])
+    held = HeldOpen(refusals=1)
+    with pytest.raises(PermissionError):
+        fileutil.replace_retrying(src, dst, (), replace=held, sleep=slept.append)
+    assert (held.tries, slept) == (1, [])
+    # Here (POSIX) there are no pauses, and Windows gets about a second of them.
+    assert osfeatures.REPLACE_RETRY_PAUSES == osfeatures.replace_retry_pauses("posix") == ()
+    assert 0.5 <= sum(osfeatures.replace_retry_pauses("nt")) <= 2.0
