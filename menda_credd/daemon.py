@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
@@ -16,7 +17,7 @@ from anyio.abc import SocketListener
 from menda_keyring.paths import prewarm_state_path
 from menda_keyring.paths import socket_path as default_socket_path
 
-from . import __version__, runtime
+from . import __version__, runtime, socket_upkeep
 from .broker import DEFAULT_IDLE_TIMEOUT, Broker
 from .connections import MAX_CONNECTIONS
 from .http_async import AsyncSender
@@ -96,14 +97,14 @@ def run_foreground(options: Options) -> int:
             return 1
         ident = runtime.socket_identity(path)
     try:
-        anyio.run(_serve, sock, path, options, inherited is not None, backend="asyncio")
+        status = anyio.run(_serve, sock, path, options, ident, backend="asyncio")
     finally:
         if ident is not None:
             runtime.remove_socket_if_ours(path, ident)
         if lock_fd is not None:
             os.close(lock_fd)
     log.info("menda-credd stopped")
-    return 0
+    return status
 
 
 def _already_running(path: str, patience: float) -> str:
@@ -125,8 +126,14 @@ def _already_running(path: str, patience: float) -> str:
         time.sleep(0.05)
 
 
-async def _serve(sock: socket.socket, path: str, options: Options, activated: bool) -> None:
-    """Serve on ``sock`` until SIGTERM/SIGINT, then drain within SHUTDOWN_GRACE and close."""
+async def _serve(
+    sock: socket.socket, path: str, options: Options, ident: tuple[int, int] | None
+) -> int:
+    """Serve on ``sock`` until SIGTERM/SIGINT, then drain within SHUTDOWN_GRACE and close.
+
+    ``ident`` is the socket file we bound (None: a service manager's, which it keeps).
+    Returns the exit status: 0, or 1 when our socket file was taken away (socket_upkeep).
+    """
     # Few worker threads (token cache and mendacfg reads, the cache lock): each thread that
     # parses a file grows its own malloc arena, and anyio's default of 40 cost ~40 MB RSS.
     anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
@@ -140,7 +147,7 @@ async def _serve(sock: socket.socket, path: str, options: Options, activated: bo
             if options.prewarm:
                 state = prewarm_state_path(os.environ)
                 prewarmer = await stack.enter_async_context(Prewarmer(broker, state).running())
-            await _serve_with(broker, sock, path, options, activated, prewarmer)
+            return await _serve_with(broker, sock, path, options, ident, prewarmer)
     finally:
         await sender.close()
 
@@ -150,14 +157,14 @@ async def _serve_with(
     sock: socket.socket,
     path: str,
     options: Options,
-    activated: bool,
+    ident: tuple[int, int] | None,
     prewarmer: Prewarmer | None,
-) -> None:
+) -> int:
     server = CredServer(
         broker,
         path,
         max_connections=options.max_connections,
-        activated=activated,
+        activated=ident is None,
         prewarmer=prewarmer,
     )
     # The listener never unlinks the socket file: we remove it ourselves, only when we
@@ -171,8 +178,40 @@ async def _serve_with(
             await group.start(server.serve, listener)
             log.info("menda-credd %s serving on %s (pid %d)", __version__, path, os.getpid())
             runtime.sd_notify(f"READY=1\nSTATUS=serving on {path}\nMAINPID={os.getpid()}")
+            lost = await until_stopped(signals, path, ident)
+            runtime.sd_notify("STOPPING=1")
+            await server.shutdown(SHUTDOWN_GRACE)
+    return 1 if lost else 0
+
+
+async def until_stopped(
+    signals: AsyncIterator[signal.Signals],
+    path: str,
+    ident: tuple[int, int] | None,
+    interval: float = socket_upkeep.TOUCH_INTERVAL,
+) -> bool:
+    """Wait for SIGTERM/SIGINT (False), or for our socket file to be lost (True)."""
+    lost = False
+    async with anyio.create_task_group() as waits:
+
+        async def signalled() -> None:
             async for signum in signals:
                 log.info("%s: no new connections, finishing requests in flight", signum.name)
                 break
-            runtime.sd_notify("STOPPING=1")
-            await server.shutdown(SHUTDOWN_GRACE)
+            waits.cancel_scope.cancel()
+
+        async def socket_lost(ident: tuple[int, int]) -> None:
+            nonlocal lost
+            await socket_upkeep.keep(path, ident, interval)
+            log.warning(
+                "the socket %s was removed or replaced by another file (a temporary-file "
+                "cleaner?); no client can reach this daemon: stopping",
+                path,
+            )
+            lost = True
+            waits.cancel_scope.cancel()
+
+        waits.start_soon(signalled)
+        if ident is not None:
+            waits.start_soon(socket_lost, ident)
+    return lost
