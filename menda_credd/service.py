@@ -313,10 +313,10 @@ def _launchd_install(
                 "service); it stops an older one so that the new plist takes effect",
                 may_fail=True,
             ),
-            # enable only writes the label's entry in the domain's override database
-            # (launchctl(1): a disabled service "cannot be loaded in the specified domain
-            # until it is once again enabled"), loaded or not: "not loaded" does not make
-            # it fail, a missing gui domain does, and bootstrap could not work then.
+            # enable only clears the label's disabled override in the domain (launchctl(1):
+            # a disabled service cannot be loaded in that domain until enabled again),
+            # loaded or not: "not loaded" does not make it fail, a missing gui domain
+            # does, and bootstrap could not work then.
             Step(
                 ("launchctl", "enable", target),
                 "clears a `launchctl disable` of the label, under which bootstrap is refused",
