@@ -24,22 +24,15 @@ from menda_keyring.daemon_client import (
     DaemonUntrusted,
 )
 from menda_keyring.daemon_protocol import VERSION as PROTOCOL
-from menda_keyring.errors import ConfigError
-from menda_keyring.fileutil import write_private_file_atomically
-from menda_keyring.paths import default_log_file, prewarm_state_path
+from menda_keyring.paths import default_log_file
 from menda_keyring.paths import socket_path as default_socket_path
-from menda_keyring.private_dir import (
-    NOT_WRITABLE,
-    NotPrivateError,
-    check_private_dir,
-    make_private_dirs,
-)
+from menda_keyring.private_dir import make_private_dirs
 from menda_keyring.procfs import pid_alive
 
-from . import __version__, runtime, service
+from . import __version__, runtime, service, service_runner
 from .broker import DEFAULT_IDLE_TIMEOUT
 from .prewarm import enabled_by_env
-from .status_report import format_status
+from .status_report import SERVICE_LABEL, format_status
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
@@ -288,6 +281,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The daemon's state, and the service manager's: its own line, or ``service`` in JSON."""
     path = _socket(args)
     try:
         status = runtime.status(path, timeout=5.0)
@@ -299,6 +293,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except DaemonSpeaksOtherVersion as exc:
         other = f"menda-credd {exc.package}" if exc.package else "a menda-credd of another release"
         speaks = f"protocol v{exc.protocol}" if exc.protocol else "another protocol version"
+        state = _service_state()
         if args.json:
             report = {
                 "running": True,
@@ -308,6 +303,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "cli_version": __version__,
                 "cli_protocol": PROTOCOL,
                 "compatible": False,
+                "service": state.as_json(),
             }
             print(json.dumps(report, indent=2, sort_keys=True))
         else:
@@ -316,25 +312,37 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{__version__} speaks v{PROTOCOL} and cannot read its status. "
                 "Restart it: menda-credd stop && menda-credd start"
             )
+            _print_service_line(state)
         return 0
     except DaemonUnavailable as exc:
         holder = runtime.lock_holder(path)
+        state = _service_state()
         if args.json:
             report = {"running": False, "socket": path, "reason": exc.reason}
             if holder is not None:
                 report["unresponsive_pid"] = holder
+            report["service"] = state.as_json()
             print(json.dumps(report))
-        elif holder is not None:
-            print(f"menda-credd (pid {holder}) holds {path} but is not answering: {exc.reason}")
         else:
-            print(f"menda-credd not running (socket {path}: {exc.reason})")
+            if holder is not None:
+                print(f"menda-credd (pid {holder}) holds {path} but is not answering: {exc.reason}")
+            else:
+                print(f"menda-credd not running (socket {path}: {exc.reason})")
+            _print_service_line(state)
         return 3
+    state = _service_state()
     if args.json:
-        report = {"running": True, **status, "cli_version": __version__}
+        report = {"running": True, **status, "cli_version": __version__, "service": state.as_json()}
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(format_status(status, __version__))
+        print(format_status(status, __version__, service=state.line()))
     return 0
+
+
+def _print_service_line(state: service.ServiceState) -> None:
+    line = state.line()
+    if line is not None:
+        print(SERVICE_LABEL + line)
 
 
 # -- services -----------------------------------------------------------------------------
@@ -344,80 +352,29 @@ def _platform() -> str:
     return "darwin" if sys.platform == "darwin" else "linux"
 
 
-def _run_plan(plan: service.Plan, dry_run: bool) -> int:
-    for path, content in plan.files.items():
-        if dry_run:
-            print(f"# would write {path}")
-            print(content.decode())
-        else:
-            try:
-                install_file(path, content)
-            except ConfigError as exc:
-                print(f"menda-credd: {exc}", file=sys.stderr)
-                return 1
-            print(f"wrote {path}")
-    status = 0
-    for command in plan.commands:
-        status = max(status, _run(command, dry_run))
-    for path in plan.remove:
-        if dry_run:
-            print(f"# would remove {path}")
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                print(f"removed {path}")
-    for after in plan.after:
-        status = max(status, _run(list(after), dry_run))
-    return status
-
-
-def install_file(path: Path, content: bytes) -> None:
-    """Write a service file 0600 (whatever the umask) into a folder others cannot write.
-
-    Missing folders are created 0700. A unit or plist in a folder another user can write
-    could be replaced by that user (``ExecStart=``): such a folder is refused.
-    """
-    try:
-        make_private_dirs(path.parent)
-        check_private_dir(path.parent, forbidden=NOT_WRITABLE)
-    except NotPrivateError as exc:
-        raise ConfigError(f"{exc}; not installing {path.name} there") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot create {exc.filename or path.parent}: {exc.strerror}") from None
-    write_private_file_atomically(path, content)
-
-
-def _run(command: list[str], dry_run: bool) -> int:
-    print(("# would run: " if dry_run else "+ ") + " ".join(command))
-    if dry_run:
-        return 0
-    optional = "bootout" in command
-    try:
-        result = subprocess.run(command, check=False)
-    except FileNotFoundError:
-        print(f"menda-credd: {command[0]} not found", file=sys.stderr)
-        return 0 if optional else 1
-    if result.returncode and not optional:
-        print(f"menda-credd: {' '.join(command)} failed ({result.returncode})", file=sys.stderr)
-        return 1
-    return 0
+def _home() -> Path:
+    return Path(os.path.expanduser("~"))
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    home = Path(os.path.expanduser("~"))
-    # The unit makes these writable in its read-only sandbox: they must exist.
-    for state in (home / ".menda", prewarm_state_path(os.environ).parent):
-        if args.dry_run:
-            print(f"# would create {state} (mode 0700) if missing")
-            continue
-        try:
-            make_private_dirs(state)
-        except OSError as exc:
-            print(f"menda-credd: cannot create {state}: {exc.strerror}", file=sys.stderr)
-            return 1
-    return _run_plan(service.install_plan(_platform(), home), args.dry_run)
+    plan = service.install_plan(_platform(), _home(), os.environ)
+    return service_runner.run_plan(
+        plan, args.dry_run, run=service_runner.run_command, sleep=service_runner.pause
+    )
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    home = Path(os.path.expanduser("~"))
-    return _run_plan(service.uninstall_plan(_platform(), home), args.dry_run)
+    plan = service.uninstall_plan(_platform(), _home(), os.environ)
+    return service_runner.run_plan(
+        plan, args.dry_run, run=service_runner.run_command, sleep=service_runner.pause
+    )
+
+
+def _service_state() -> service.ServiceState:
+    """The service manager's side of ``status`` (launchctl's output is not shown)."""
+    return service.service_state(
+        _platform(),
+        _home(),
+        lambda argv: service_runner.run_command(argv, quiet=True),
+        os.environ,
+    )

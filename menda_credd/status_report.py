@@ -21,6 +21,8 @@ MAX_ENTRIES = 1000
 ROW_BUDGET = 1024 * 1024
 #: Entry rows in the human table at most; the summary line counts them all.
 TABLE_ROWS = 20
+#: How the service manager's line starts, aligned with the other labels.
+SERVICE_LABEL = "service:      "
 
 
 def bounded_rows(
@@ -100,9 +102,15 @@ def prewarm_line(prewarm: object) -> str:
 
 
 def format_status(
-    status: Mapping[str, Any], cli_version: str | None = None, rows: int = TABLE_ROWS
+    status: Mapping[str, Any],
+    cli_version: str | None = None,
+    rows: int = TABLE_ROWS,
+    service: str | None = None,
 ) -> str:
-    """The text ``menda-credd status`` prints: header, summary, at most ``rows`` entries."""
+    """The text ``menda-credd status`` prints: header, summary, at most ``rows`` entries.
+
+    ``service`` is the service manager's line (``ServiceState.line``), if it has one.
+    """
     counters = status.get("counters", {})
     version = status.get("version")
     differs = (
@@ -120,6 +128,8 @@ def format_status(
     ]
     if "prewarm" in status:  # (a daemon of an older release does not say)
         out.append("pre-warm:     " + prewarm_line(status["prewarm"]))
+    if service is not None:
+        out.append(SERVICE_LABEL + service)
     entries = list(status.get("entries", []))
     summary = status.get("summary")
     if isinstance(summary, Mapping):
