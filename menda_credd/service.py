@@ -296,11 +296,13 @@ def _launchd_install(
     )
     hint = GUI_SESSION_HINT.format(domain=domain)
     notes: tuple[str, ...] = ()
-    if not env.get("TMPDIR") and not env.get("MENDA_CREDD_SOCKET"):
-        # An ssh session has no TMPDIR; a Terminal has one, and its shim looks there.
+    if pinned == socket_path({"HOME": str(home)}, uid, "linux"):
+        # Neither TMPDIR nor confstr gave a per-user temporary folder (not expected on a
+        # Mac): shells that do find one look for the socket there, not here.
         notes = (
-            f"this shell has no TMPDIR, so the agent listens on {pinned}, where shells "
-            "with one (a Terminal) do not look: run install-service from a Terminal",
+            f"no per-user temporary folder was found (TMPDIR, confstr), so the agent "
+            f"listens on {pinned}; a shell that finds one looks elsewhere: run "
+            "install-service from a Terminal, or set MENDA_CREDD_SOCKET everywhere",
         )
     return Plan(
         (

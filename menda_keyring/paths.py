@@ -7,7 +7,9 @@ The socket, one rule shared by the daemon and the shim:
 ``MENDA_CREDD_SOCKET`` if set; else ``$XDG_RUNTIME_DIR/menda/credd.sock`` when
 that runtime folder exists and belongs to us; else, on macOS, ``$TMPDIR/menda/credd.sock``
 when ``$TMPDIR`` is a folder of ours closed to others (the per-user
-``/var/folders/.../T/`` that launchd gives every login); else ``~/.menda/run/credd.sock``.
+``/var/folders/.../T/`` that launchd gives every login), or that same per-user folder
+as ``confstr`` names it when ``TMPDIR`` is unset or unusable (ssh, launchd jobs);
+else ``~/.menda/run/credd.sock``.
 A path too long for ``sun_path`` falls back to a short path of ours (see
 ``fit_sun_path``).
 """
@@ -84,7 +86,9 @@ def socket_path(
         return explicit
     runtime = _runtime_dir(env, uid)
     if runtime is None and platform == "darwin":
-        runtime = _private_tmpdir(env, uid)
+        runtime = _private_dir_of_ours(env.get("TMPDIR"), uid)
+        if runtime is None:  # an ssh session or a launchd job has none: ask the system
+            runtime = _private_dir_of_ours(darwin_user_temp_dir(), uid)
     if runtime is not None:
         candidate = os.path.join(runtime, "menda", SOCKET_NAME)
     else:
@@ -105,22 +109,34 @@ def _runtime_dir(env: Mapping[str, str], uid: int) -> str | None:
     return runtime if stat.S_ISDIR(st.st_mode) and st.st_uid == uid else None
 
 
-def _private_tmpdir(env: Mapping[str, str], uid: int) -> str | None:
-    """``$TMPDIR`` when it is an absolute path to a folder of ours that others cannot enter.
+#: macOS <unistd.h>: ``#define _CS_DARWIN_USER_TEMP_DIR 65537`` (not in ``os.confstr_names``).
+CS_DARWIN_USER_TEMP_DIR = 65537
+
+
+def darwin_user_temp_dir() -> str | None:
+    """macOS's per-user temporary folder, ``confstr(_CS_DARWIN_USER_TEMP_DIR)``: the folder
+    ``TMPDIR`` names in a Terminal, also where no ``TMPDIR`` is set. None elsewhere."""
+    try:
+        return os.confstr(CS_DARWIN_USER_TEMP_DIR)
+    except (ValueError, OSError, AttributeError):  # not macOS: no such name
+        return None
+
+
+def _private_dir_of_ours(folder: str | None, uid: int) -> str | None:
+    """``folder`` when it is an absolute path to a folder of ours that others cannot enter.
 
     macOS gives each user ``/var/folders/<xx>/<hash>/T/`` (0700, theirs); a ``TMPDIR``
     pointing at ``/tmp`` or at a folder others can enter is not used.
     """
-    tmp = env.get("TMPDIR")
-    if not tmp or not os.path.isabs(tmp):
+    if not folder or not os.path.isabs(folder):
         return None
     try:
-        st = os.stat(tmp)  # /var/folders is reached through the /private/var symlink
+        st = os.stat(folder)  # /var/folders is reached through the /private/var symlink
     except OSError:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
         return None
-    return os.path.normpath(tmp)
+    return os.path.normpath(folder)
 
 
 def _fits(path: str, platform: str = sys.platform) -> bool:

@@ -29,6 +29,7 @@ from tests.support.server import serving
 pytestmark = pytest.mark.unit
 
 UID = os.getuid()
+REAL_DARWIN_USER_TEMP_DIR = paths.darwin_user_temp_dir
 
 
 def xucred(
@@ -219,6 +220,12 @@ def test_the_client_sends_nothing_to_a_daemon_it_cannot_place(
 # -- where the socket and the log live ------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_system_temp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """confstr answers nothing unless a test says what it answers (as off macOS)."""
+    monkeypatch.setattr(paths, "darwin_user_temp_dir", lambda: None)
+
+
 @pytest.fixture
 def user_tmpdir(tmp_path: Path) -> Path:
     """A stand-in for macOS's per-user ``/var/folders/<xx>/<hash>/T/``: ours, 0700."""
@@ -258,6 +265,30 @@ def test_a_tmpdir_others_can_enter_or_not_ours_is_not_used(
     assert paths.socket_path(env, UID, "darwin") == home_socket
     for tmpdir in ("relative/T", str(tmp_path / "missing"), ""):
         assert paths.socket_path({**env, "TMPDIR": tmpdir}, UID, "darwin") == home_socket
+
+
+def test_without_a_usable_tmpdir_the_system_names_the_per_user_folder(
+    user_tmpdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ssh session or a launchd job has no TMPDIR; a shell may set it to /tmp. Both
+    # find the same per-user folder through confstr(_CS_DARWIN_USER_TEMP_DIR).
+    monkeypatch.setattr(paths, "darwin_user_temp_dir", lambda: f"{user_tmpdir}/")
+    expected = str(user_tmpdir / "menda" / "credd.sock")
+    open_tmp = tmp_path / "tmp"
+    open_tmp.mkdir()
+    open_tmp.chmod(0o1777)
+    for env in ({"HOME": str(tmp_path)}, {"HOME": str(tmp_path), "TMPDIR": str(open_tmp)}):
+        assert paths.socket_path(env, UID, "darwin") == expected
+    # Not ours, or open to others: the home folder's socket, as before.
+    user_tmpdir.chmod(0o755)
+    assert paths.socket_path({"HOME": str(tmp_path)}, UID, "darwin") == str(
+        tmp_path / ".menda" / "run" / "credd.sock"
+    )
+
+
+def test_confstr_names_nothing_off_macos() -> None:
+    assert paths.CS_DARWIN_USER_TEMP_DIR == 65537  # <unistd.h>
+    assert REAL_DARWIN_USER_TEMP_DIR() is None  # this is Linux: no such name
 
 
 def test_macos_sun_path_is_104_bytes(tmp_path: Path) -> None:

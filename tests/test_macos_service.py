@@ -23,6 +23,7 @@ from menda_credd import cli, service, service_runner
 from menda_credd.broker import Broker
 from menda_credd.server import CredServer
 from menda_credd.service import MakeFolder, RemoveFile, Step, WriteFile
+from menda_keyring import paths
 from tests.support.server import serving
 
 pytestmark = pytest.mark.unit
@@ -194,7 +195,10 @@ def test_the_installed_plist_pins_the_socket_and_tmpdir_of_the_installing_shell(
     assert service.install_plan("darwin", mac, os.environ).notes == ()
 
 
-def test_without_tmpdir_the_plist_pins_the_home_socket_and_sets_no_tmpdir(tmp_path: Path) -> None:
+def test_without_tmpdir_the_plist_pins_the_home_socket_and_sets_no_tmpdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(paths, "darwin_user_temp_dir", lambda: None)  # confstr fails too
     home = tmp_path / "home"
     plan = service.install_plan("darwin", home, {"HOME": str(home)}, uid=UID)
     (written,) = [a for a in plan.actions if isinstance(a, WriteFile)]
@@ -202,7 +206,7 @@ def test_without_tmpdir_the_plist_pins_the_home_socket_and_sets_no_tmpdir(tmp_pa
     assert data["ProgramArguments"][-2:] == ["--socket", str(home / ".menda/run/credd.sock")]
     assert data["EnvironmentVariables"] == {"PYTHONUNBUFFERED": "1"}
     (note,) = plan.notes
-    assert "this shell has no TMPDIR" in note and "run install-service from a Terminal" in note
+    assert "no per-user temporary folder was found" in note and str(home) in note
 
 
 def test_an_explicit_socket_of_the_installing_shell_is_the_one_pinned(tmp_path: Path) -> None:
