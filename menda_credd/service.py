@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from menda_keyring.paths import default_log_file, prewarm_state_path, socket_path
+from menda_keyring.paths import default_log_file, per_user_dir, prewarm_state_path, socket_path
 
 UNIT_NAME = "menda-credd"
 LAUNCHD_LABEL = "com.menda.credd"
@@ -296,7 +296,7 @@ def _launchd_install(
     )
     hint = GUI_SESSION_HINT.format(domain=domain)
     notes: tuple[str, ...] = ()
-    if pinned == socket_path({"HOME": str(home)}, uid, "linux"):
+    if not env.get("MENDA_CREDD_SOCKET") and per_user_dir(env, uid, "darwin") is None:
         # Neither TMPDIR nor confstr gave a per-user temporary folder (not expected on a
         # Mac): shells that do find one look for the socket there, not here.
         notes = (

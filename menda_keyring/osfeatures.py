@@ -18,11 +18,13 @@ import os
 POSIX_OWNERS = os.name == "posix"
 
 
-#: Pauses between tries of renaming a file over one that another process holds open. On
-#: Windows that rename fails (a sharing violation: ``PermissionError``) until the reader
-#: closes it, and readers of the token cache hold it for milliseconds: about 1 s of
-#: tries in all. None elsewhere: ``rename(2)`` replaces an open file atomically.
 def replace_retry_pauses(os_name: str) -> tuple[float, ...]:
+    """Pauses between tries of renaming a file over one another process holds open.
+
+    On Windows that rename fails (a sharing violation: ``PermissionError``) until the
+    reader closes it, and readers of the token cache hold it for milliseconds: about 1 s
+    of tries in all. None elsewhere: ``rename(2)`` replaces an open file atomically.
+    """
     return (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.3) if os_name == "nt" else ()
 
 

@@ -28,12 +28,14 @@ if TYPE_CHECKING:
 #: Bytes of ``sockaddr_un.sun_path``, the NUL included: ``char sun_path[104]`` in macOS's
 #: <sys/un.h>, ``char sun_path[108]`` in Linux's <sys/un.h> (``UNIX_PATH_MAX``).
 SUN_PATH_BYTES = {"darwin": 104}
-SUN_PATH_MAX = SUN_PATH_BYTES.get(sys.platform, 108)
 SOCKET_NAME = "credd.sock"
 
 
 def sun_path_max(platform: str = sys.platform) -> int:
     return SUN_PATH_BYTES.get(platform, 108)
+
+
+SUN_PATH_MAX = sun_path_max()
 
 
 def menda_dir(home: Path) -> Path:
@@ -84,17 +86,27 @@ def socket_path(
     explicit = env.get("MENDA_CREDD_SOCKET")
     if explicit:
         return explicit
-    runtime = _runtime_dir(env, uid)
-    if runtime is None and platform == "darwin":
-        runtime = _private_dir_of_ours(env.get("TMPDIR"), uid)
-        if runtime is None:  # an ssh session or a launchd job has none: ask the system
-            runtime = _private_dir_of_ours(darwin_user_temp_dir(), uid)
+    runtime = per_user_dir(env, uid, platform)
     if runtime is not None:
         candidate = os.path.join(runtime, "menda", SOCKET_NAME)
     else:
         home = env.get("HOME") or os.path.expanduser("~")
         candidate = os.path.join(home, ".menda", "run", SOCKET_NAME)
     return fit_sun_path(candidate, uid, env, platform)
+
+
+def per_user_dir(env: Mapping[str, str], uid: int, platform: str = sys.platform) -> str | None:
+    """The system's per-user folder for the socket, or None (then the home folder's).
+
+    ``$XDG_RUNTIME_DIR``; on macOS else ``$TMPDIR``, else the same per-user temporary
+    folder as ``confstr`` names it (an ssh session or a launchd job has no ``TMPDIR``).
+    """
+    runtime = _runtime_dir(env, uid)
+    if runtime is None and platform == "darwin":
+        runtime = _private_dir_of_ours(env.get("TMPDIR"), uid)
+        if runtime is None:
+            runtime = _private_dir_of_ours(darwin_user_temp_dir(), uid)
+    return runtime
 
 
 def _runtime_dir(env: Mapping[str, str], uid: int) -> str | None:

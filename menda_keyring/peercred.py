@@ -50,6 +50,8 @@ XUCRED_NGROUPS = 16
 #: padding after ``cr_ngroups``): 76 bytes.
 XUCRED = struct.Struct(f"@IIh{XUCRED_NGROUPS}I")
 XUCRED_SIZE = XUCRED.size
+#: Its first two fields, all that is read: ``cr_version`` and ``cr_uid``.
+_XUCRED_HEAD = struct.Struct("@II")
 #: ``pid_t`` is an ``int`` on both systems (<sys/_types.h>, <bits/types.h>).
 PID_T = struct.Struct("@i")
 #: Linux <sys/socket.h>: ``struct ucred { pid_t pid; uid_t uid; gid_t gid; }``.
@@ -99,10 +101,9 @@ def parse_xucred(raw: bytes) -> int | None:
     Too short to hold ``cr_uid``, or a ``cr_version`` other than ``XUCRED_VERSION`` (a
     layout this code was not written for), or ``(uid_t)-1``: unknown, so refused.
     """
-    head = struct.calcsize("@II")
-    if len(raw) < head:
+    if len(raw) < _XUCRED_HEAD.size:
         return None
-    version, uid = struct.unpack_from("@II", raw)
+    version, uid = _XUCRED_HEAD.unpack_from(raw)
     if version != XUCRED_VERSION or uid == _NO_UID:
         return None
     return int(uid)
@@ -126,8 +127,7 @@ def accepted(peer: Peer, uid: int) -> bool:
 
 def linux_peer(sock: SocketOptions) -> Peer:
     """``SO_PEERCRED``: the pid and uid of whoever called ``connect`` or ``listen``."""
-    so_peercred: int = getattr(socket, "SO_PEERCRED", 17)  # <asm-generic/socket.h>
-    return parse_ucred(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))
+    return parse_ucred(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
 def darwin_peer(sock: SocketOptions) -> Peer:
@@ -176,8 +176,3 @@ def peer_credentials(sock: SocketOptions) -> Peer:
         return read_peer(sock)
     except (OSError, struct.error):
         return UNKNOWN
-
-
-def peer_uid(sock: SocketOptions) -> int | None:
-    """The uid of the process at the other end of a connected Unix socket, or None."""
-    return peer_credentials(sock).uid

@@ -133,10 +133,10 @@ def test_peer_credentials_are_parsed() -> None:
 def test_peer_uid_of_a_real_connection_is_ours() -> None:
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with left, right:
-        assert peercred.peer_uid(left) == os.getuid()
+        assert peercred.peer_credentials(left).uid == os.getuid()
         assert peercred.peer_credentials(left) == (os.getpid(), os.getuid())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        assert peercred.peer_uid(udp) is None
+        assert peercred.peer_credentials(udp).uid is None
 
 
 def closed_without_answer(sock: socket.socket) -> bool:
