@@ -25,6 +25,7 @@ from menda_keyring.daemon_client import DaemonUntrusted, request_line
 from menda_keyring.daemon_protocol import PingReply, PingRequest
 from tests.support.env import CA_URL, short_tmpdir
 from tests.support.server import serve_in_thread
+from tests.support.sockets import closed_without_answer
 from tests.support.waiting import wait_until
 
 IS_ROOT = os.geteuid() == 0
@@ -137,13 +138,6 @@ def test_peer_uid_of_a_real_connection_is_ours() -> None:
         assert peercred.peer_credentials(left) == (os.getpid(), os.getuid())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         assert peercred.peer_credentials(udp).uid is None
-
-
-def closed_without_answer(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(100) == b""
-    except ConnectionResetError:
-        return True
 
 
 async def _never(*_args: object) -> object:

@@ -52,6 +52,14 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return False
 
 
+def closed_without_answer(sock: socket.socket) -> bool:
+    """True when the other end closed (EOF or reset) before sending a byte."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
 def closed_port() -> int:
     """A loopback TCP port nobody listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
